@@ -1,0 +1,1 @@
+"""fastreco.train"""
