@@ -1,0 +1,222 @@
+"""The ``fastreco`` command line: a thin layer over the library's functions.
+
+Every command calls a documented Python function; this module only parses options, shows
+progress and prints a summary. User errors (:class:`~fastreco.errors.FastrecoError`) are printed
+without a traceback and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fastreco.errors import FastrecoError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="fastreco",
+    help="Fast detector reconstruction: simulate, reconstruct, train, evaluate, export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+simulate_app = typer.Typer(
+    help="Simulate events of a detector into an event store.", no_args_is_help=True
+)
+baseline_app = typer.Typer(
+    help="Classical multivariate baselines on shower shapes.", no_args_is_help=True
+)
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(baseline_app, name="baseline")
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@simulate_app.command("ecal")
+def simulate_ecal(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of HDF5 shards.")],
+    particle: Annotated[
+        list[str],
+        typer.Option(
+            "--particle",
+            "-p",
+            help="Gun particle (repeat for a mix): gamma, pi0, e-, e+, pi+, pi-, mu-, mu+.",
+        ),
+    ] = ["gamma", "pi0"],  # noqa: B006
+    energy: Annotated[
+        str, typer.Option(help="GeV: fixed '8', flat '1:100' or log-flat 'log:1:500'.")
+    ] = "1:100",
+    events: Annotated[int, typer.Option("--events", "-n")] = 10_000,
+    seed: Annotated[int, typer.Option()] = 1,
+    eta_max: Annotated[float, typer.Option(help="Guns are uniform in |eta| < eta_max.")] = 1.4,
+    events_per_shard: Annotated[int, typer.Option()] = 5_000,
+    vertex_sigma_z: Annotated[float, typer.Option(help="Beam-spot length [cm], 0 = off.")] = 0.0,
+    material_scale: Annotated[
+        float, typer.Option(help="Scale of the tracker material budget (0 = no conversions).")
+    ] = 1.0,
+    workers: Annotated[int, typer.Option(help="Local worker processes (dask).")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+) -> None:
+    """Single-particle guns in the CMS-like ECAL barrel (resumes a killed run)."""
+    from fastreco.sim.config import SimConfig
+    from fastreco.sim.engine import simulate
+
+    config = SimConfig(
+        particles=tuple(particle),
+        energy=energy,
+        n_events=events,
+        seed=seed,
+        eta_max=eta_max,
+        events_per_shard=events_per_shard,
+        vertex_sigma_z=vertex_sigma_z,
+        material_scale=material_scale,
+    )
+    start = time.perf_counter()
+    simulate(config, out, workers=workers, scheduler=scheduler, progress=True)
+    elapsed = time.perf_counter() - start
+    _summary(
+        "simulation",
+        {
+            "output": str(out),
+            "events": f"{events:,}",
+            "shards": config.n_shards,
+            "particles": ", ".join(config.particles),
+            "energy [GeV]": str(config.energy),
+            "time": f"{elapsed:.1f} s",
+        },
+    )
+
+
+@app.command()
+def show(
+    store: Annotated[Path, typer.Argument(help="Event store (directory or shard file).")],
+    event: Annotated[int, typer.Option("--event", "-e")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("event.png"),
+) -> None:
+    """Event display: crystal image around the seed, truth impact points, barrel view."""
+    from fastreco.evaluate.display import save_event_display
+
+    save_event_display(store, event, output)
+    console.print(f"wrote [bold]{output}[/bold]")
+
+
+@app.command()
+def reco(
+    store: Annotated[Path, typer.Argument(help="Event store (directory or shard file).")],
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("reco.parquet"),
+) -> None:
+    """Classical reconstruction: seed, 3x3/5x5 and connected clusters, shower shapes."""
+    from fastreco.reco.pipeline import reconstruct
+
+    start = time.perf_counter()
+    df = reconstruct(store, output, progress=True)
+    elapsed = time.perf_counter() - start
+    _summary(
+        "reconstruction",
+        {
+            "output": str(output),
+            "events": f"{len(df):,}",
+            "time": f"{elapsed:.1f} s",
+            "events/s": f"{len(df) / max(elapsed, 1e-9):,.0f}",
+        },
+    )
+
+
+@baseline_app.command("train")
+def baseline_train(
+    store: Annotated[Path, typer.Argument(help="Event store, or a reco .parquet file.")],
+    task: Annotated[str, typer.Option(help="Classification task.")] = "gamma-vs-pi0",
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("runs/baseline"),
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the shower-shape BDT and write metrics.json + report.html."""
+    import pandas as pd
+
+    from fastreco.reco.pipeline import reconstruct
+    from fastreco.train.baseline import train_baseline
+
+    if store.suffix == ".parquet":
+        df = pd.read_parquet(store)
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        df = reconstruct(store, output / "reco.parquet", progress=True)
+    metrics = train_baseline(df, task=task, out_dir=output, seed=seed)
+    _summary(
+        f"BDT {task}",
+        {
+            "AUC": f"{metrics['auc']:.4f}",
+            **{f"rejection @ {k} eff": f"{v:.1f}" for k, v in metrics.get("rejection", {}).items()},
+            "report": str(output / "report.html"),
+        },
+    )
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="Event store or ROOT file.")],
+    output: Annotated[Path, typer.Option("--output", "-o")],
+    to: Annotated[str, typer.Option(help="Target format: root | store.")] = "root",
+    branch_map: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON mapping of fastreco fields to your ROOT branch names."),
+    ] = None,
+    tree: Annotated[str, typer.Option()] = "events",
+) -> None:
+    """Convert between the HDF5 event store and ROOT TTrees (uproot)."""
+    from fastreco.data import root_io
+
+    if to == "root":
+        path = root_io.export_root(source, output, tree=tree)
+    elif to == "store":
+        path = root_io.import_root(source, output, tree=tree, branch_map=branch_map)
+    else:
+        raise FastrecoError(f"--to: unknown format '{to}'; choose 'root' or 'store'")
+    console.print(f"wrote [bold]{path}[/bold]")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("demo_out"),
+    events: Annotated[int, typer.Option("--events", "-n")] = 20_000,
+    workers: Annotated[int, typer.Option()] = 2,
+) -> None:
+    """The main job end to end: simulate gamma/pi0, reconstruct, train the BDT, write a report."""
+    from fastreco.demo import run_demo
+
+    report = run_demo(output, n_events=events, workers=workers)
+    console.print(f"report: [bold]{report}[/bold]")
+
+
+def _summary(title: str, rows: dict[str, object]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into a message and exit code 2."""
+    try:
+        app()
+    except FastrecoError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
