@@ -122,12 +122,13 @@ HADRON_EM_FRACTION_K = 0.82
 HADRON_EM_FRACTION_SPREAD = 0.35
 # Non-EM response relative to EM (h/e); e/h ~ 2 for lead tungstate (CMS ECAL e/pi ratio).
 HADRON_H_OVER_E = 0.5
-# Longitudinal hadronic profile: Gamma distribution in units of lambda_I (shape, scale); broad
-# profile peaking ~1 lambda_I after the first interaction.
+# Longitudinal profile of the non-EM part: Gamma distribution in units of lambda_I (shape, scale)
+# after the first interaction, peaking ~1 lambda_I deep. The EM part (pi0s of the first
+# interaction) develops on the X0 scale with the GP profile from the interaction point.
 HADRON_PROFILE_SHAPE = 2.0
 HADRON_PROFILE_SCALE_LAMBDA = 0.9
-# Lateral spread of the non-EM part: radial profile r R^2/(r^2+R^2)^2 with R in cm; the hadronic
-# core is a few cm wide (~0.2 lambda_I), much wider than the EM Moliere radius.
+# Lateral spread of the non-EM part: r ~ Gamma(2, R/2), mean radius R [cm]; the hadronic core
+# is a few cm wide (~0.2 lambda_I), much wider than the EM Moliere radius.
 HADRON_LATERAL_RADIUS = 4.0  # cm
 # Energy carried by one hadronic spot, to set the number of spots (spots ~ E / this).
 HADRON_SPOT_ENERGY = 0.05  # GeV

@@ -89,7 +89,8 @@ def digitize(
 
     # crystals read out in full around significant deposits
     hot = deposit > readout.sr_threshold
-    window = geometry.neighbours(cell[hot], readout.sr_half_width).reshape(int(hot.sum()), -1)
+    width = (2 * readout.sr_half_width + 1) ** 2
+    window = geometry.neighbours(cell[hot], readout.sr_half_width).reshape(int(hot.sum()), width)
     region_keys = (event[hot].astype(np.int64)[:, None] * n_cells + window)[window >= 0]
     region_keys = unique_sorted(region_keys)
     exact_keys = unique_sorted(np.concatenate([region_keys, keys]))

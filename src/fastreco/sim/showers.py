@@ -457,37 +457,39 @@ def deposit_showers(
                 f_em = f_mean * (1.0 + C.HADRON_EM_FRACTION_SPREAD * np.random.standard_normal())
                 f_em = min(max(f_em, 0.0), 1.0)
                 ns = int(min(max(e_had / C.HADRON_SPOT_ENERGY, 20.0), max(max_spots[i], 20)))
-                e_spot = e_had / ns
-                for _ in range(ns):
+                n_em = int(round(f_em * ns))
+                e_em = f_em * e_had
+                if n_em > 0 and e_em > 10.0 * _EC:
+                    # pi0s of the first interaction: EM showers on the X0 scale from that point
+                    alpha, tmax, mean_alpha = gp_longitudinal(e_em)
+                    quant, r_core, r_tail, p_core = _profile_tables(e_em, alpha, tmax, mean_alpha)
+                    for _ in range(n_em):
+                        t, r = _sample_spot(quant, r_core, r_tail, p_core)
+                        d = stop + t * _X0
+                        r *= _RM
+                        ang = 2.0 * math.pi * np.random.random()
+                        c, s = r * math.cos(ang), r * math.sin(ang)
+                        total += _add_spot(
+                            acc, pos[0] + d * u[0] + c * ax + s * bx,
+                            pos[1] + d * u[1] + c * ay + s * by,
+                            pos[2] + d * u[2] + c * az + s * bz, e_em / n_em, ieta0, iphi0, w,
+                            eta_max, deta, dphi, n_eta, n_phi, r_in, length)
+                else:
+                    n_em = 0
+                    e_em = 0.0
+                # the non-EM part: lambda_I-scale profile, wider, seen with response h/e
+                n_h = ns - n_em
+                e_h = (e_had - e_em) * C.HADRON_H_OVER_E / max(n_h, 1)
+                for _ in range(n_h):
                     d = stop + _LAMBDA_I * np.random.gamma(
-                        C.HADRON_PROFILE_SHAPE, C.HADRON_PROFILE_SCALE_LAMBDA
-                    )
-                    if np.random.random() < f_em:
-                        uu = np.random.random()
-                        r = _RM * math.sqrt(uu / (1.0 - uu))
-                        es = e_spot
-                    else:
-                        r = np.random.gamma(2.0, 0.5 * C.HADRON_LATERAL_RADIUS)
-                        es = e_spot * C.HADRON_H_OVER_E
+                        C.HADRON_PROFILE_SHAPE, C.HADRON_PROFILE_SCALE_LAMBDA)
+                    r = np.random.gamma(2.0, 0.5 * C.HADRON_LATERAL_RADIUS)
                     ang = 2.0 * math.pi * np.random.random()
                     c, s = r * math.cos(ang), r * math.sin(ang)
                     total += _add_spot(
-                        acc,
-                        pos[0] + d * u[0] + c * ax + s * bx,
-                        pos[1] + d * u[1] + c * ay + s * by,
-                        pos[2] + d * u[2] + c * az + s * bz,
-                        es,
-                        ieta0,
-                        iphi0,
-                        w,
-                        eta_max,
-                        deta,
-                        dphi,
-                        n_eta,
-                        n_phi,
-                        r_in,
-                        length,
-                    )
+                        acc, pos[0] + d * u[0] + c * ax + s * bx,
+                        pos[1] + d * u[1] + c * ay + s * by, pos[2] + d * u[2] + c * az + s * bz,
+                        e_h, ieta0, iphi0, w, eta_max, deta, dphi, n_eta, n_phi, r_in, length)
         per_particle[i] = total
         for a in range(size):
             for b in range(size):
