@@ -155,15 +155,13 @@ def baseline_train(
     else:
         output.mkdir(parents=True, exist_ok=True)
         df = reconstruct(store, output / "reco.parquet", progress=True)
-    metrics = train_baseline(df, task=task, out_dir=output, seed=seed)
-    _summary(
-        f"BDT {task}",
-        {
-            "AUC": f"{metrics['auc']:.4f}",
-            **{f"rejection @ {k} eff": f"{v:.1f}" for k, v in metrics.get("rejection", {}).items()},
-            "report": str(output / "report.html"),
-        },
-    )
+    metrics = train_baseline(df, output, task=task, seed=seed)
+    bdt = metrics["classifiers"]["BDT"]
+    rows: dict[str, object] = {"AUC": f"{bdt['auc']:.4f}"}
+    for eff, rej in bdt["rejection"].items():
+        rows[f"π0 rejection @ {float(eff):.0%} γ eff"] = "∞" if rej is None else f"{rej:.1f}"
+    rows["report"] = metrics["outputs"]["report"]
+    _summary(f"BDT {task}", rows)
 
 
 @app.command()

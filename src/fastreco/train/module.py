@@ -1,0 +1,93 @@
+"""The LightningModule that trains any registered model on a classification or regression task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from fastreco.config import TaskConfig
+from fastreco.errors import FastrecoError
+from fastreco.models import build_model
+
+
+class NonFiniteLossError(FastrecoError):
+    """Training produced a NaN or infinite loss."""
+
+
+def n_outputs(task: TaskConfig) -> int:
+    """1 logit for two classes, one per class beyond, 1 value for regression."""
+    if task.kind == "regression":
+        return 1
+    return 1 if len(task.classes) == 2 else len(task.classes)
+
+
+class TaskModule(L.LightningModule):
+    """Wraps a model with its task's loss, metrics and optimizer.
+
+    Loss: binary cross-entropy on one logit (two classes), cross-entropy (more classes), or, for
+    energy regression, the squared error of the predicted correction E_true / E_window (that is,
+    of the relative energy error).
+    """
+
+    def __init__(self, task_dict: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.task = TaskConfig.from_dict(task_dict)
+        self.model = build_model(self.task.model.name, input_shape, n_outputs(self.task),
+                                 **self.task.model.params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.task.kind == "regression":
+            return nn.functional.mse_loss(out.squeeze(-1), y)
+        if out.shape[-1] == 1:
+            return nn.functional.binary_cross_entropy_with_logits(out.squeeze(-1), y.float())
+        return nn.functional.cross_entropy(out, y)
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int) -> torch.Tensor:
+        out = self(batch["x"])
+        loss = self.loss(out, batch["y"])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite {stage} loss ({loss.item()}) at epoch {self.current_epoch}, batch "
+                f"{batch_idx}; the last good checkpoint is kept in the run folder"
+            )
+        n = len(batch["y"])
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        if self.task.kind == "classification":
+            if out.shape[-1] == 1:
+                pred = (out.squeeze(-1) > 0).long()
+            else:
+                pred = out.argmax(-1)
+            acc = (pred == batch["y"]).float().mean()
+            self.log(f"{stage}_acc", acc, prog_bar=stage != "train", batch_size=n,
+                     sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", batch_idx)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", batch_idx)
+
+    def configure_optimizers(self) -> Any:
+        t = self.task.training
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.learning_rate,
+                                      weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
+                                                         "interval": "epoch"}}
+
+    def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Signal probability (two classes), class probabilities, or the regressed correction."""
+        out = self(x)
+        if self.task.kind == "regression":
+            return out.squeeze(-1)
+        if out.shape[-1] == 1:
+            return torch.sigmoid(out.squeeze(-1))
+        return torch.softmax(out, dim=-1)
