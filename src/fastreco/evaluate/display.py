@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from fastreco.data.store import EventBatch, EventStore
 from fastreco.errors import InputError
-from fastreco.evaluate.plots import add_label, plot_style
+from fastreco.evaluate.plots import StyledFigure, add_label, plot_style
 from fastreco.geometry.ecal_barrel import EcalBarrel
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,10 @@ def event_display(
     """
     if not isinstance(geometry, EcalBarrel):
         raise InputError(
-            "the event display draws the ECAL barrel only", field="detector",
+            "the event display draws the ECAL barrel only",
+            field="detector",
             value=getattr(geometry, "name", type(geometry).__name__),
-        )  # fmt: skip
+        )
     img = event_image(batch, geometry, event, half_width=half_width)
     t0, t1 = int(batch.truth_offsets[event]), int(batch.truth_offsets[event + 1])
     truth = {k: np.asarray(v[t0:t1]) for k, v in batch.truth.items()}
@@ -160,7 +161,7 @@ def event_display(
     w = half_width
 
     with plot_style():
-        fig = Figure(figsize=(17, 7.5), layout="constrained")
+        fig = StyledFigure(figsize=(17, 7.5), layout="constrained")
         ax, axb = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
 
         # --- seed window ------------------------------------------------------------------------
@@ -178,7 +179,9 @@ def event_display(
             interpolation="nearest",
             aspect="equal",
         )
-        fig.colorbar(mesh, ax=ax, label="crystal energy [GeV]", pad=0.01)
+        fig.colorbar(
+            mesh, ax=ax, label=f"crystal energy [GeV], {2 * w + 1}×{2 * w + 1} window", pad=0.01
+        )
         ax.set_xlabel(f"iη − iη(seed)   [seed iη = {int(geometry.cms_ieta(img.ieta0))}]")
         ax.set_ylabel(f"iφ − iφ(seed)   [seed iφ = {img.iphi0 + 1}]")
         ax.set_xlim(-w - 0.5, w + 0.5)
@@ -187,9 +190,12 @@ def event_display(
         reached = (truth["reached_calo"] == 1) & np.isfinite(truth["impact_eta"])
         rows = np.flatnonzero(reached)
         u, v = _crystal_coordinates(
-            geometry, truth["impact_eta"][rows].astype(np.float64),
-            truth["impact_phi"][rows].astype(np.float64), img.ieta0, img.iphi0,
-        )  # fmt: skip
+            geometry,
+            truth["impact_eta"][rows].astype(np.float64),
+            truth["impact_phi"][rows].astype(np.float64),
+            img.ieta0,
+            img.iphi0,
+        )
         markers = {22: "*", 11: "^", -11: "v"}
         for k, r in enumerate(rows):
             pdg = int(truth["pdg"][r])
@@ -197,25 +203,39 @@ def event_display(
             if truth["parent"][r] == -1:
                 label += " (primary)"
             ax.plot(
-                u[k], v[k], linestyle="none", marker=markers.get(pdg, "o"), markersize=14,
-                markerfacecolor="none", markeredgecolor=f"C{(k + 1) % 10}", markeredgewidth=2,
+                u[k],
+                v[k],
+                linestyle="none",
+                marker=markers.get(pdg, "o"),
+                markersize=14,
+                markerfacecolor="none",
+                markeredgecolor=f"C{(k + 1) % 10}",
+                markeredgewidth=2,
                 label=label,
-            )  # fmt: skip
+            )
         prim = np.flatnonzero(truth["parent"] == -1)
         if len(prim) and not reached[prim[0]]:  # e.g. a pi0: draw its direction instead
             p = int(prim[0])
             pu, pv = _crystal_coordinates(
-                geometry, np.array([truth["eta"][p]], np.float64),
-                np.array([truth["phi"][p]], np.float64), img.ieta0, img.iphi0,
-            )  # fmt: skip
+                geometry,
+                np.array([truth["eta"][p]], np.float64),
+                np.array([truth["phi"][p]], np.float64),
+                img.ieta0,
+                img.iphi0,
+            )
             ax.plot(
-                pu, pv, "x", color="red", markersize=12, markeredgewidth=2,
+                pu,
+                pv,
+                "x",
+                color="red",
+                markersize=12,
+                markeredgewidth=2,
                 label=f"{particle_name(int(truth['pdg'][p]))} direction "
                 f"{float(truth['energy'][p]):.2f} GeV (primary)",
-            )  # fmt: skip
+            )
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize="x-small", framealpha=0.8)
-        add_label(ax, f"{2 * w + 1}×{2 * w + 1} crystals")
+        add_label(ax)
         fig.suptitle(_title(truth, event_label), fontsize="medium")
 
         # --- full barrel ----------------------------------------------------------------------
@@ -225,16 +245,28 @@ def event_display(
             order = np.argsort(energy[keep])
             e_keep = energy[keep][order]
             sc = axb.scatter(
-                pos["eta"][keep][order], pos["phi"][keep][order], c=e_keep, s=6 + 30 * (e_keep / e_keep.max()),
-                cmap="viridis", norm=LogNorm(vmin=min(MIN_DISPLAY_ENERGY, float(e_keep.min())), vmax=float(e_keep.max())),
-                marker="s", linewidths=0,
-            )  # fmt: skip
+                pos["eta"][keep][order],
+                pos["phi"][keep][order],
+                c=e_keep,
+                s=6 + 30 * (e_keep / e_keep.max()),
+                cmap="viridis",
+                norm=LogNorm(
+                    vmin=min(MIN_DISPLAY_ENERGY, float(e_keep.min())), vmax=float(e_keep.max())
+                ),
+                marker="s",
+                linewidths=0,
+            )
             fig.colorbar(sc, ax=axb, label="hit energy [GeV]", pad=0.01)
         if len(rows):
             axb.plot(
-                truth["impact_eta"][rows], truth["impact_phi"][rows], "o", markersize=10,
-                markerfacecolor="none", markeredgecolor="red", label="truth impacts",
-            )  # fmt: skip
+                truth["impact_eta"][rows],
+                truth["impact_phi"][rows],
+                "o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor="red",
+                label="truth impacts",
+            )
             axb.legend(loc="upper right", fontsize="x-small")
         axb.set_xlim(-geometry.eta_max, geometry.eta_max)
         axb.set_ylim(-math.pi, math.pi)
@@ -259,12 +291,15 @@ def save_event_display(
     store = EventStore(store_path)
     if not 0 <= event_index < store.n_events:
         raise InputError(
-            f"out of range: the store has {store.n_events} events", source=store_path,
-            field="event_index", value=event_index,
-        )  # fmt: skip
+            f"out of range: the store has {store.n_events} events",
+            source=store_path,
+            field="event_index",
+            value=event_index,
+        )
     batch = store.read(event_index, event_index + 1)
-    fig = event_display(batch, store.detector, 0, half_width=half_width,
-                        event_label=f"event {event_index}")  # fmt: skip
+    fig = event_display(
+        batch, store.detector, 0, half_width=half_width, event_label=f"event {event_index}"
+    )
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")

@@ -11,8 +11,8 @@ Conventions (signal = label 1, background = label 0; a higher score means more s
 
 Working points between the ROC's vertices are linearly interpolated (the ROC of a classifier that
 picks randomly between the two neighbouring cuts). With ``n_b`` background events, ``eps_b`` is
-only known to ``~1/n_b``: a rejection beyond ``n_b`` is not measured, and a working point with no
-background passing gives ``R = inf``. The binomial uncertainty ``sqrt(eps_b (1 - eps_b) / n_b)``
+only known to ``~1/n_b``: a rejection beyond ``n_b`` is not measured, and a working point where
+fewer than one background event passes gives ``R = inf`` (read "more than ``n_b``"). The binomial uncertainty ``sqrt(eps_b (1 - eps_b) / n_b)``
 is propagated into ``rejection_err``.
 """
 
@@ -66,15 +66,24 @@ class RocCurve:
         return np.interp(eff, tpr, self.background_efficiency[first])
 
     def rejection_at(self, signal_efficiency: npt.ArrayLike) -> FloatArray:
-        """Background rejection ``1 / eps_b`` at the given signal efficiencies (inf if eps_b = 0)."""
-        eps_b = self.background_efficiency_at(signal_efficiency)
+        """Background rejection ``1 / eps_b`` at the given signal efficiencies.
+
+        Where fewer than one background event passes (``eps_b < 1 / n_background``, including
+        the interpolation between the ROC's first vertices) the rejection is not measured: it
+        is ``inf``, meaning "more than ``n_background``".
+        """
+        eps_b = self._measurable(self.background_efficiency_at(signal_efficiency))
         with np.errstate(divide="ignore"):
             return np.where(eps_b > 0, 1.0 / np.maximum(eps_b, 1e-300), np.inf)
 
     def rejection_err_at(self, signal_efficiency: npt.ArrayLike) -> FloatArray:
-        """Binomial uncertainty on :meth:`rejection_at` (NaN where eps_b = 0)."""
-        eps_b = self.background_efficiency_at(signal_efficiency)
+        """Binomial uncertainty on :meth:`rejection_at` (NaN where the rejection is inf)."""
+        eps_b = self._measurable(self.background_efficiency_at(signal_efficiency))
         return _rejection_err(eps_b, self.n_background)
+
+    def _measurable(self, eps_b: FloatArray) -> FloatArray:
+        """``eps_b`` with values below one background event set to 0."""
+        return np.where(eps_b * self.n_background >= 1.0 - 1e-9, eps_b, 0.0)
 
     def signal_efficiency_at(self, background_efficiency: npt.ArrayLike) -> FloatArray:
         """``eps_s`` at the given background efficiencies (interpolated)."""
@@ -273,8 +282,13 @@ def binned_performance(
         if min(n_sig, n_bkg) < min_events:
             log.debug(
                 "%s bin [%g, %g): %d signal / %d background events < %d, metrics set to NaN",
-                variable_name, edges[b], edges[b + 1], n_sig, n_bkg, min_events,
-            )  # fmt: skip
+                variable_name,
+                edges[b],
+                edges[b + 1],
+                n_sig,
+                n_bkg,
+                min_events,
+            )
             nan = np.full_like(effs, np.nan)
             auc, eps_b, rej, err = np.nan, nan, nan, nan
         else:
@@ -308,9 +322,20 @@ def pivot_rejection(table: pd.DataFrame) -> pd.DataFrame:
     out = first[[*keys, "bin_low", "bin_high", "n_signal", "n_background", "auc"]].copy()
     for eff, grp in table.groupby("signal_efficiency", sort=True):
         col = f"R@{_pct(float(eff))}"
-        out[col] = grp.set_index(keys)["rejection"].reindex(
-            pd.MultiIndex.from_frame(out[keys]) if len(keys) > 1 else out[keys[0]]
-        ).to_numpy()
+        out[col] = (
+            grp.set_index(keys)["rejection"]
+            .reindex(pd.MultiIndex.from_frame(out[keys]) if len(keys) > 1 else out[keys[0]])
+            .to_numpy()
+        )
     return out.drop(columns=[c for c in ("variable", "bin") if c in out.columns]).reset_index(
         drop=True
     )
+
+
+def format_rejection(rejection: float | None, digits: int = 3) -> str:
+    """Text of a rejection: ``"–"`` for None/NaN (not measured), ``"∞"`` for no background left."""
+    if rejection is None or np.isnan(rejection):
+        return "–"
+    if np.isinf(rejection):
+        return "∞"
+    return f"{rejection:.{digits}g}"

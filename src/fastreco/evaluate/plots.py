@@ -13,7 +13,9 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import matplotlib.style
 import mplhep
 import numpy as np
@@ -30,27 +32,80 @@ log = logging.getLogger(__name__)
 #: The left label of every plot (bold experiment slot, italic text slot).
 LABEL_EXP = "fastreco"
 LABEL_TEXT = "Simulation"
+_MATHTEXT = {"mathtext.fontset": "stixsans"}
+_E_TRUE = r"$E_{\mathrm{true}}$"
 
 
 @contextlib.contextmanager
 def plot_style() -> Iterator[None]:
-    """mplhep's CMS style for the figures created inside the block (rcParams restored after)."""
-    with matplotlib.style.context(mplhep.style.CMS):
+    """mplhep's CMS style for the figures created inside the block (rcParams restored after).
+
+    Math text uses the STIX sans fonts rather than the style's "custom" set: matplotlib looks
+    the custom set's fonts up when the figure is *drawn*, which happens after this block (at
+    ``savefig``), where they would fall back to missing fonts.
+    """
+    with matplotlib.style.context([mplhep.style.CMS, _MATHTEXT]):
         yield
 
 
+class StyledFigure(Figure):
+    """A Figure that is drawn and saved in :func:`plot_style`, wherever ``savefig`` is called.
+
+    Some style settings (the spacing of mplhep's label, math fonts) are read when the figure is
+    drawn, not when it is built; drawing inside the style keeps the output the same in a report,
+    a script or a notebook.
+    """
+
+    def draw(self, renderer: Any) -> None:
+        with plot_style():
+            super().draw(renderer)
+
+    def savefig(self, fname: Any, **kwargs: Any) -> None:
+        with plot_style():
+            super().savefig(fname, **kwargs)
+
+
 def new_figure(
-    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (10, 8), **kwargs: object
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (10, 8), **kwargs: Any
 ) -> tuple[Figure, np.ndarray]:
     """A Figure and its axes (always a 2-d array of shape (nrows, ncols)); call in :func:`plot_style`."""
-    fig = Figure(figsize=figsize, layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)  # type: ignore[arg-type]
+    fig = StyledFigure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig, axes
 
 
 def add_label(ax: Axes, rlabel: str = "") -> None:
-    """The neutral "fastreco Simulation" label, with ``rlabel`` on the right."""
-    mplhep.label.exp_label(exp=LABEL_EXP, llabel=LABEL_TEXT, rlabel=rlabel, ax=ax)
+    """The neutral label above the axes: bold "fastreco", italic "Simulation"; ``rlabel`` right.
+
+    Drawn like mplhep's experiment labels, but placed relative to each other at draw time (an
+    annotation anchored on the bold text), so the gap survives any layout or dpi.
+    """
+    size = matplotlib.rcParams["font.size"]
+    exp = ax.text(
+        0.0,
+        1.012,
+        LABEL_EXP,
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontweight="bold",
+        fontsize=1.3 * size,
+    )
+    ax.annotate(
+        LABEL_TEXT,
+        xy=(1.0, 0.0),
+        xycoords=exp,
+        xytext=(0.25 * size, 0.0),
+        textcoords="offset points",
+        ha="left",
+        va="bottom",
+        fontstyle="italic",
+        fontsize=size,
+    )
+    if rlabel:
+        ax.text(
+            1.0, 1.012, rlabel, transform=ax.transAxes, ha="right", va="bottom", fontsize=0.8 * size
+        )
 
 
 def plot_roc_curves(
@@ -61,7 +116,7 @@ def plot_roc_curves(
     working_points: Sequence[float] = (0.5, 0.75, 0.9, 0.99),
     rlabel: str = "",
 ) -> Figure:
-    """ROC curves of several classifiers: x = signal efficiency, y = background rejection (log).
+    r"""ROC curves of several classifiers: x = signal efficiency, y = background rejection (log).
 
     Args:
         curves: name -> ROC; the legend shows each AUC.
@@ -210,7 +265,9 @@ def plot_feature_distributions(
             ax.tick_params(labelsize="x-small")
             if k == 0:
                 ax.legend(fontsize="x-small")
-        fig.suptitle(f"fastreco simulation: {signal_label} vs {background_label}", fontsize="medium")
+        fig.suptitle(
+            f"fastreco simulation: {signal_label} vs {background_label}", fontsize="medium"
+        )
     return fig
 
 
@@ -238,26 +295,42 @@ def plot_resolution(
         )
         ax, axr = axes[0, 0], axes[1, 0]
         ax.errorbar(
-            e, t["resolution"], yerr=t["resolution_err"], fmt="o", color="k",
+            e,
+            t["resolution"],
+            yerr=t["resolution_err"],
+            fmt="o",
+            color="k",
             label=f"σ/μ of the Gaussian core of {estimator_label}/E",
-        )  # fmt: skip
+        )
         ax.errorbar(
-            e, t["resolution_eff"], yerr=t["resolution_eff_err"], fmt="s", color="C1",
-            mfc="none", label=r"$\sigma_{\mathrm{eff}}$ / median",
-        )  # fmt: skip
+            e,
+            t["resolution_eff"],
+            yerr=t["resolution_eff_err"],
+            fmt="s",
+            color="C1",
+            mfc="none",
+            label=r"$\sigma_{\mathrm{eff}}$ / median",
+        )
         if len(e):
             grid = np.geomspace(max(float(t["e_low"].min()), 1e-3), float(t["e_high"].max()), 200)
             if fit is not None:
                 ax.plot(
-                    grid, fit(grid), color="C0",
+                    grid,
+                    fit(grid),
+                    color="C0",
                     label=(
                         f"fit: a = {100 * fit.a:.2f} %, b = {fit.b:.3f} GeV, "
                         f"c = {100 * fit.c:.2f} %"
                     ),
-                )  # fmt: skip
+                )
             if reference is not None:
-                ax.plot(grid, resolution_model(grid, *reference), "--", color="C2",
-                        label=r"reference a/√E $\oplus$ b/E $\oplus$ c")  # fmt: skip
+                ax.plot(
+                    grid,
+                    resolution_model(grid, *reference),
+                    "--",
+                    color="C2",
+                    label=r"reference a/√E $\oplus$ b/E $\oplus$ c",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel("σ / E")
@@ -268,7 +341,7 @@ def plot_resolution(
         axr.plot(e, t["response_median"], "s", color="C1", mfc="none", label="median")
         axr.axhline(1.0, color="grey", lw=1)
         axr.set_xlabel("true energy [GeV]")
-        axr.set_ylabel(f"{estimator_label} / E_true")
+        axr.set_ylabel(f"{estimator_label} / " + _E_TRUE)
         axr.legend(fontsize="x-small")
         axr.grid(True, which="both", alpha=0.3)
     return fig
@@ -303,13 +376,19 @@ def plot_relative_error(
             counts, edges = np.histogram(rel, bins=bins, range=xrange)
             mplhep.histplot(counts, edges, ax=ax, color="k", label=f"{len(rel)} events")
             ax.text(
-                0.04, 0.80, f"median = {100 * med:.2f} %\n" + r"$\sigma_{\mathrm{eff}}$" + f" = {100 * s_eff:.2f} %",
-                transform=ax.transAxes, fontsize="small", va="top",
-            )  # fmt: skip
+                0.04,
+                0.80,
+                f"median = {100 * med:.2f} %\n"
+                + r"$\sigma_{\mathrm{eff}}$"
+                + f" = {100 * s_eff:.2f} %",
+                transform=ax.transAxes,
+                fontsize="small",
+                va="top",
+            )
             ax.legend(loc="upper right", fontsize="small")
         else:
             log.warning("relative-error histogram: fewer than two events")
-        ax.set_xlabel(f"({label} − E_true) / E_true")
+        ax.set_xlabel(f"({label} − {_E_TRUE}) / {_E_TRUE}")
         ax.set_ylabel("events / bin")
         add_label(ax, rlabel)
     return fig

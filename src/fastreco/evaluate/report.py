@@ -79,6 +79,9 @@ _INLINE = [
 ]
 
 
+_BULLET = re.compile(r"^\s*[-*]\s+")
+
+
 def _inline(text: str) -> str:
     out = html.escape(text, quote=False)
     for pattern, repl in _INLINE:
@@ -97,8 +100,9 @@ def markdown_to_html(text: str) -> str:
         if heading and len(lines) == 1:
             level = len(heading.group(1)) + 1  # "#" is a section inside the report's <h1>
             blocks.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif all(re.match(r"^\s*[-*]\s+", ln) for ln in lines):
-            items = "".join(f"<li>{_inline(re.sub(r'^\s*[-*]\s+', '', ln))}</li>" for ln in lines)
+        elif all(_BULLET.match(ln) for ln in lines):
+            texts = [_inline(_BULLET.sub("", ln)) for ln in lines]
+            items = "".join(f"<li>{t}</li>" for t in texts)
             blocks.append(f"<ul>{items}</ul>")
         else:
             blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
@@ -143,7 +147,9 @@ class Report:
     # --- content -------------------------------------------------------------------------------
     def add_section(self, heading: str) -> Report:
         """Start a section (``<h2>`` with an anchor listed in the table of contents)."""
-        anchor = f"s{len(self._sections) + 1}-" + re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+        anchor = f"s{len(self._sections) + 1}-" + re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip(
+            "-"
+        )
         self._sections.append((anchor, heading))
         self._blocks.append(f'<h2 id="{anchor}">{html.escape(heading)}</h2>')
         return self
@@ -185,11 +191,14 @@ class Report:
             user = float_format
 
             def fmt(v: Any) -> str:
-                return user(v) if isinstance(v, (float, np.floating)) else format_number(v)
+                return user(float(v)) if isinstance(v, (float, np.floating)) else format_number(v)
 
         formatters = dict(formatters or {})
         cols = [str(c) for c in df.columns]
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in ([str(df.index.name or "")] if index else []) + cols)
+        head = "".join(
+            f"<th>{html.escape(c)}</th>"
+            for c in ([str(df.index.name or "")] if index else []) + cols
+        )
         body = []
         for idx, row in zip(df.index, df.itertuples(index=False, name=None), strict=True):
             cells = [f"<th>{html.escape(format_number(idx))}</th>"] if index else []

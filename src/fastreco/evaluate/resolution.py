@@ -18,6 +18,7 @@ the response distribution divided by its position (Gaussian core: ``sigma / mu``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -39,7 +40,9 @@ ONE_SIGMA_FRACTION = 0.6826894921370859
 # --------------------------------------------------------------------------------------------
 # widths of one distribution
 # --------------------------------------------------------------------------------------------
-def effective_interval(x: npt.ArrayLike, fraction: float = ONE_SIGMA_FRACTION) -> tuple[float, float]:
+def effective_interval(
+    x: npt.ArrayLike, fraction: float = ONE_SIGMA_FRACTION
+) -> tuple[float, float]:
     """The smallest interval ``[lo, hi]`` containing ``fraction`` of the (finite) values of ``x``.
 
     Args:
@@ -56,7 +59,7 @@ def effective_interval(x: npt.ArrayLike, fraction: float = ONE_SIGMA_FRACTION) -
     n = len(v)
     if n < 2:
         raise ValueError(f"need at least two finite values, got {n}")
-    k = max(int(math.ceil(fraction * n)), 2)  # points inside the interval
+    k = max(math.ceil(fraction * n), 2)  # points inside the interval
     widths = v[k - 1 :] - v[: n - k + 1]
     i = int(np.argmin(widths))
     return float(v[i]), float(v[i + k - 1])
@@ -191,7 +194,9 @@ def gaussian_core_fit(
 # --------------------------------------------------------------------------------------------
 # per energy bin
 # --------------------------------------------------------------------------------------------
-def energy_bins_from_data(true_energy: npt.ArrayLike, *, max_discrete: int = 30, n_bins: int = 8) -> FloatArray:
+def energy_bins_from_data(
+    true_energy: npt.ArrayLike, *, max_discrete: int = 30, n_bins: int = 8
+) -> FloatArray:
     """Bin edges for a resolution scan [GeV].
 
     A particle gun at fixed energies (at most ``max_discrete`` distinct values) gets one bin per
@@ -246,7 +251,7 @@ def binned_response(
         raise ValueError(f"bins must be at least two increasing edges, got {list(edges)}")
     ok = np.isfinite(reco) & np.isfinite(true) & (true > 0)
     rows: list[dict[str, Any]] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = ok & (true >= lo) & (true < hi)
         n = int(sel.sum())
         row: dict[str, Any] = {
@@ -256,10 +261,18 @@ def binned_response(
             "n": n,
         }
         keys = (
-            "response_median", "response_mean", "core_mean", "core_mean_err", "core_sigma",
-            "core_sigma_err", "resolution", "resolution_err", "sigma_eff", "resolution_eff",
+            "response_median",
+            "response_mean",
+            "core_mean",
+            "core_mean_err",
+            "core_sigma",
+            "core_sigma_err",
+            "resolution",
+            "resolution_err",
+            "sigma_eff",
+            "resolution_eff",
             "resolution_eff_err",
-        )  # fmt: skip
+        )
         row.update(dict.fromkeys(keys, math.nan))
         if n >= max(min_events, 2):
             r = reco[sel] / true[sel]
@@ -331,7 +344,18 @@ class ResolutionFit:
         """JSON-able parameters (no covariance)."""
         return {
             k: getattr(self, k)
-            for k in ("a", "b", "c", "a_err", "b_err", "c_err", "chi2", "ndf", "error_scale", "n_points")
+            for k in (
+                "a",
+                "b",
+                "c",
+                "a_err",
+                "b_err",
+                "c_err",
+                "chi2",
+                "ndf",
+                "error_scale",
+                "n_points",
+            )
         }
 
     def __str__(self) -> str:

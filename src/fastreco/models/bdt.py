@@ -142,8 +142,10 @@ class BDTClassifier:
         self.model.fit(self.matrix(X), labels, sample_weight=sample_weight)
         log.info(
             "BDT trained on %d events, %d features: %d iterations",
-            len(labels), len(self.features), self.n_iter,
-        )  # fmt: skip
+            len(labels),
+            len(self.features),
+            self.n_iter,
+        )
         return self
 
     @property
@@ -195,8 +197,10 @@ class BDTClassifier:
         if payload["sklearn_version"] != sklearn.__version__:
             log.warning(
                 "%s was saved with scikit-learn %s, this is %s: scores may differ",
-                path, payload["sklearn_version"], sklearn.__version__,
-            )  # fmt: skip
+                path,
+                payload["sklearn_version"],
+                sklearn.__version__,
+            )
         obj = cls(payload["features"], BDTConfig(**payload["config"]))
         obj.model = payload["model"]
         return obj
