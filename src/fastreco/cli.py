@@ -8,6 +8,7 @@ without a traceback and exit with code 2.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,48 @@ def baseline_train(
         rows[f"π0 rejection @ {float(eff):.0%} γ eff"] = "∞" if rej is None else f"{rej:.1f}"
     rows["report"] = metrics["outputs"]["report"]
     _summary(f"BDT {task}", rows)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Task config (configs/*.yaml).")],
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Run folder whose weights initialise the model (transfer learning)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run from its last checkpoint.")
+    ] = False,
+    devices: Annotated[int, typer.Option(help="Processes for distributed data parallel.")] = 1,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    run_name: Annotated[str | None, typer.Option(help="Run folder name (default: task).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
+) -> None:
+    """Train a task's model (simulating its data first if needed) into runs/<name>/."""
+    from fastreco.train.runner import load_run, train_task
+
+    start = time.perf_counter()
+    run = train_task(
+        config,
+        runs_dir=runs_dir,
+        run_name=run_name,
+        init_from=init_from,
+        resume=resume,
+        devices=devices,
+        max_epochs=epochs,
+    )
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    _, info = load_run(run)
+    _summary(
+        f"trained {info['task']}",
+        {
+            "run": str(run),
+            "best val loss": f"{info.get('best_val_loss') or float('nan'):.4f}",
+            "epochs": info.get("epochs_trained"),
+            "time": f"{time.perf_counter() - start:.0f} s",
+        },
+    )
 
 
 @app.command()
