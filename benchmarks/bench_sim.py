@@ -16,7 +16,6 @@ import tempfile
 import time
 
 from _common import report
-
 from fastreco.sim.config import SimConfig
 from fastreco.sim.ecal import simulate_batch
 
@@ -40,8 +39,12 @@ def speed(particles: tuple[str, ...], energy: str, n_events: int) -> float:
 
 def peak_memory_mb(energy: str, n_events: int) -> float:
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run([sys.executable, "-c", CHILD, energy, str(n_events), out],
-                                check=True, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, energy, str(n_events), out],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return int(result.stdout.split()[-1]) / 1024.0  # ru_maxrss is in kB on Linux
 
 
@@ -54,12 +57,21 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for particles in (("gamma",), ("pi0",), ("pi+",)):
-        rows.append({"what": f"simulate {particles[0]} {args.energy} GeV, 1 core",
-                     "events": args.events,
-                     "events/s": speed(particles, args.energy, args.events)})
+        rows.append(
+            {
+                "what": f"simulate {particles[0]} {args.energy} GeV, 1 core",
+                "events": args.events,
+                "events/s": speed(particles, args.energy, args.events),
+            }
+        )
     for n in (int(x) for x in args.memory_events.split(",")):
-        rows.append({"what": f"peak RSS of a {n:,}-event gamma run", "events": n,
-                     "MB": peak_memory_mb(args.energy, n)})
+        rows.append(
+            {
+                "what": f"peak RSS of a {n:,}-event gamma run",
+                "events": n,
+                "MB": peak_memory_mb(args.energy, n),
+            }
+        )
     report("ECAL simulation", rows, args.json)
 
 

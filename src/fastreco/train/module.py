@@ -36,8 +36,9 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.task = TaskConfig.from_dict(task_dict)
-        self.model = build_model(self.task.model.name, input_shape, n_outputs(self.task),
-                                 **self.task.model.params)
+        self.model = build_model(
+            self.task.model.name, input_shape, n_outputs(self.task), **self.task.model.params
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -60,13 +61,15 @@ class TaskModule(L.LightningModule):
         n = len(batch["y"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
         if self.task.kind == "classification":
-            if out.shape[-1] == 1:
-                pred = (out.squeeze(-1) > 0).long()
-            else:
-                pred = out.argmax(-1)
+            pred = (out.squeeze(-1) > 0).long() if out.shape[-1] == 1 else out.argmax(-1)
             acc = (pred == batch["y"]).float().mean()
-            self.log(f"{stage}_acc", acc, prog_bar=stage != "train", batch_size=n,
-                     sync_dist=stage != "train")
+            self.log(
+                f"{stage}_acc",
+                acc,
+                prog_bar=stage != "train",
+                batch_size=n,
+                sync_dist=stage != "train",
+            )
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -77,11 +80,14 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         t = self.task.training
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.learning_rate,
-                                      weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
-                                                         "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Signal probability (two classes), class probabilities, or the regressed correction."""
