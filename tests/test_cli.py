@@ -9,8 +9,13 @@ import pytest
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastreco.cli", *args], capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fastreco.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -31,8 +36,18 @@ def test_bad_simulation_input(tmp_path, args, message):
 
 
 def test_simulate_then_read(tmp_path):
-    result = _run("simulate", "ecal", "--out", str(tmp_path / "d"), "--events", "40",
-                  "--particle", "gamma", "--energy", "10")
+    result = _run(
+        "simulate",
+        "ecal",
+        "--out",
+        str(tmp_path / "d"),
+        "--events",
+        "40",
+        "--particle",
+        "gamma",
+        "--energy",
+        "10",
+    )
     assert result.returncode == 0, result.stderr
     from fastreco.data.store import EventStore
 

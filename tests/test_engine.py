@@ -10,8 +10,9 @@ from fastreco.errors import InputError
 from fastreco.sim.config import SimConfig
 from fastreco.sim.engine import simulate
 
-CONFIG = SimConfig(particles=("gamma", "pi0", "e-"), energy="2:20", n_events=90,
-                   events_per_shard=30, seed=5)
+CONFIG = SimConfig(
+    particles=("gamma", "pi0", "e-"), energy="2:20", n_events=90, events_per_shard=30, seed=5
+)
 
 
 def _same(a, b):

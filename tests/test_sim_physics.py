@@ -67,9 +67,7 @@ def test_pi0_truth_keeps_both_photons():
     assert np.all(np.diff(batch.truth_offsets) == 3)
     photons = t["pdg"] == 22
     np.testing.assert_array_equal(t["parent"][photons], 0)
-    np.testing.assert_allclose(
-        t["energy"][photons].reshape(-1, 2).sum(axis=1), 20.0, rtol=1e-5
-    )
+    np.testing.assert_allclose(t["energy"][photons].reshape(-1, 2).sum(axis=1), 20.0, rtol=1e-5)
 
 
 # --- EM shower shape before readout ----------------------------------------------------------
@@ -112,7 +110,11 @@ def test_em_longitudinal_maximum(energy, photon):
 # --- crystals: containment and resolution ----------------------------------------------------
 def test_unconverted_photon_containment_matches_cms():
     config = SimConfig(
-        particles=("gamma",), energy="50", n_events=1000, eta_max=0.2, material_scale=0,
+        particles=("gamma",),
+        energy="50",
+        n_events=1000,
+        eta_max=0.2,
+        material_scale=0,
         readout=ReadoutConfig(enabled=False),
     )
     batch = simulate_batch(config, 1000, 5)
@@ -132,8 +134,14 @@ def test_e5x5_resolution_recovers_stochastic_and_noise_terms():
     readout = ReadoutConfig()
     rel, intrinsic, counts = [], [], []
     for i, energy in enumerate(energies):
-        config = SimConfig(particles=("gamma",), energy=str(energy), n_events=1200, eta_max=0.5,
-                           material_scale=0, max_spots=5000)
+        config = SimConfig(
+            particles=("gamma",),
+            energy=str(energy),
+            n_events=1200,
+            eta_max=0.5,
+            material_scale=0,
+            max_spots=5000,
+        )
         batch = simulate_batch(config, 1200, 100 + i)
         prim = batch.primaries()
         f_eta = (prim["impact_eta"] + GEOMETRY.eta_max) / GEOMETRY.deta % 1.0
@@ -150,8 +158,12 @@ def test_e5x5_resolution_recovers_stochastic_and_noise_terms():
         return np.sqrt((a / np.sqrt(e)) ** 2 + (b / e) ** 2 + c**2)
 
     (a, b, c), _ = optimize.curve_fit(
-        model, energies, readout_rel, p0=(0.03, 0.2, 0.003),
-        sigma=readout_rel / np.sqrt(2 * np.array(counts)), bounds=(0, 1),
+        model,
+        energies,
+        readout_rel,
+        p0=(0.03, 0.2, 0.003),
+        sigma=readout_rel / np.sqrt(2 * np.array(counts)),
+        bounds=(0, 1),
     )
     assert a == pytest.approx(readout.stochastic_term, rel=0.2)
     assert b == pytest.approx(5 * readout.noise, rel=0.2)
@@ -162,8 +174,9 @@ def test_e5x5_resolution_recovers_stochastic_and_noise_terms():
 
 # --- hadrons and muons -----------------------------------------------------------------------
 def test_pion_showering_fraction_follows_interaction_length():
-    config = SimConfig(particles=("pi+", "pi-"), energy="10", n_events=4000, eta_max=0.3,
-                       material_scale=0)
+    config = SimConfig(
+        particles=("pi+", "pi-"), energy="10", n_events=4000, eta_max=0.3, material_scale=0
+    )
     batch = simulate_batch(config, 4000, 7)
     prim = batch.primaries()
     reached = prim["reached_calo"] == 1
@@ -182,8 +195,14 @@ def test_mip_peak(particle, energy):
     the whole crystal sits near L dE/dx_min; at higher momenta the Landau-Vavilov most probable
     value rises with the density-effect-limited relativistic rise (to ~1.15 L dE/dx_min)."""
     # no field: the tracks cross the crystals along their axes (1 GeV tracks bend by ~50 deg)
-    config = SimConfig(particles=(particle,), energy=str(energy), n_events=3000, eta_max=0.3,
-                       material_scale=0, field=0.0)
+    config = SimConfig(
+        particles=(particle,),
+        energy=str(energy),
+        n_events=3000,
+        eta_max=0.3,
+        material_scale=0,
+        field=0.0,
+    )
     batch = simulate_batch(config, 3000, 8)
     prim = batch.primaries()
     ok = (prim["reached_calo"] == 1) & ~(prim["interaction_depth"] < C.ECAL_BARREL_CRYSTAL_LENGTH)
@@ -200,8 +219,9 @@ def test_mip_peak(particle, energy):
 
 # --- conversions and field -------------------------------------------------------------------
 def test_conversion_probability_follows_material_budget():
-    config = SimConfig(particles=("gamma",), energy="20", n_events=4000, readout=ReadoutConfig(
-        enabled=False))
+    config = SimConfig(
+        particles=("gamma",), energy="20", n_events=4000, readout=ReadoutConfig(enabled=False)
+    )
     batch = simulate_batch(config, 4000, 9)
     prim = batch.primaries()
     expected = K.conversion_probability(K.material_budget(prim["eta"].astype(float)))
@@ -215,8 +235,13 @@ def test_conversion_probability_follows_material_budget():
 
 
 def test_conversion_pairs_bend_opposite_ways():
-    config = SimConfig(particles=("gamma",), energy="5", n_events=2000, material_scale=3.0,
-                       readout=ReadoutConfig(enabled=False))
+    config = SimConfig(
+        particles=("gamma",),
+        energy="5",
+        n_events=2000,
+        material_scale=3.0,
+        readout=ReadoutConfig(enabled=False),
+    )
     batch = simulate_batch(config, 2000, 10)
     t = batch.truth
     ev = batch.truth_event_index()

@@ -16,8 +16,13 @@ GEO = EcalBarrel()
 
 
 def _attrs(index: int = 0) -> dict:
-    return {"detector": "ecal", "detector_params": GEO.to_dict(), "generator": {"test": True},
-            "seed": 3, "shard_index": index}
+    return {
+        "detector": "ecal",
+        "detector_params": GEO.to_dict(),
+        "generator": {"test": True},
+        "seed": 3,
+        "shard_index": index,
+    }
 
 
 @pytest.fixture(scope="module")

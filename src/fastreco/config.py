@@ -76,9 +76,7 @@ class TaskConfig:
     classes: tuple[str, ...] = ("gamma", "pi0")
     target: str = "label"  # "label" (classification) or "energy" (regression)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    representation: RepresentationConfig = dataclasses.field(
-        default_factory=RepresentationConfig
-    )
+    representation: RepresentationConfig = dataclasses.field(default_factory=RepresentationConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
@@ -90,8 +88,9 @@ class TaskConfig:
         return _to_plain(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str | os.PathLike[str] | None = None
-                  ) -> TaskConfig:
+    def from_dict(
+        cls, raw: dict[str, Any], *, source: str | os.PathLike[str] | None = None
+    ) -> TaskConfig:
         return _build(cls, raw, source=source, prefix="")
 
     @classmethod
@@ -124,15 +123,20 @@ def _to_plain(obj: Any) -> Any:
 
 def _build(cls: type, raw: Any, *, source: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise InputError("expected a mapping", source=source, field=prefix.rstrip(".") or None,
-                         value=raw)
+        raise InputError(
+            "expected a mapping", source=source, field=prefix.rstrip(".") or None, value=raw
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(raw) - set(fields)
     if unknown:
         name = sorted(unknown)[0]
-        raise InputError(f"unknown field; valid fields are {', '.join(fields)}",
-                         source=source, field=prefix + name, value=raw[name])
+        raise InputError(
+            f"unknown field; valid fields are {', '.join(fields)}",
+            source=source,
+            field=prefix + name,
+            value=raw[name],
+        )
     kwargs = {}
     for name, value in raw.items():
         kwargs[name] = _convert(hints[name], value, source=source, field=prefix + name)
@@ -149,8 +153,12 @@ def _convert(hint: Any, value: Any, *, source: Any, field: str) -> Any:
         return _build(hint, value, source=source, prefix=field + ".")
     if origin is Literal:
         if value not in args:
-            raise InputError(f"must be one of {', '.join(map(str, args))}", source=source,
-                             field=field, value=value)
+            raise InputError(
+                f"must be one of {', '.join(map(str, args))}",
+                source=source,
+                field=field,
+                value=value,
+            )
         return value
     if origin in (Union, types.UnionType):
         return value
@@ -174,8 +182,9 @@ def _convert(hint: Any, value: Any, *, source: Any, field: str) -> Any:
             try:
                 value = hint(value)
             except (TypeError, ValueError):
-                raise InputError(f"expected a number ({hint.__name__})", source=source,
-                                 field=field, value=value) from None
+                raise InputError(
+                    f"expected a number ({hint.__name__})", source=source, field=field, value=value
+                ) from None
         if hint is int and float(value) != int(value):
             raise InputError("expected an integer", source=source, field=field, value=value)
         return hint(value)

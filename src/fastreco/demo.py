@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 def _first_event(store: EventStore, pdg: int, min_energy: float) -> int:
     """Index of the first event whose gun particle has ``pdg`` and at least ``min_energy``."""
     prim = store.read(0, min(store.n_events, 2000)).primaries()
-    hits = np.flatnonzero((prim["pdg"] == pdg) & (prim["energy"] >= min_energy)
-                          & (prim["converted"] == 0))
+    hits = np.flatnonzero(
+        (prim["pdg"] == pdg) & (prim["energy"] >= min_energy) & (prim["converted"] == 0)
+    )
     return int(hits[0]) if hits.size else 0
 
 
@@ -64,7 +65,11 @@ def run_demo(
     ]
     resolution = resolution_summary(reco, pdg=22, estimator="e5x5")
     metrics = train_baseline(
-        reco, out / "baseline", task="gamma-vs-pi0", seed=seed, resolution=resolution,
+        reco,
+        out / "baseline",
+        task="gamma-vs-pi0",
+        seed=seed,
+        resolution=resolution,
         event_displays=displays,
     )
     timings["bdt + report"] = time.perf_counter() - start

@@ -35,34 +35,46 @@ class Representation:
 REPRESENTATIONS: Registry[Representation] = Registry("representation")
 
 
-def _window(batch: EventBatch, geometry: Any, config: RepresentationConfig
-            ) -> tuple[np.ndarray, dict]:
+def _window(
+    batch: EventBatch, geometry: Any, config: RepresentationConfig
+) -> tuple[np.ndarray, dict]:
     energy, centre = crystal_windows(batch, geometry, size=config.size, field="energy")
     channels = []
     for name in config.channels:
         if name not in CHANNEL_SCALES:
-            raise InputError(f"unknown channel; choose from {sorted(CHANNEL_SCALES)}",
-                             field="representation.channels", value=name)
-        image = energy if name == "energy" else windows_at(batch, geometry, centre,
-                                                            config.size, name)
+            raise InputError(
+                f"unknown channel; choose from {sorted(CHANNEL_SCALES)}",
+                field="representation.channels",
+                value=name,
+            )
+        image = (
+            energy if name == "energy" else windows_at(batch, geometry, centre, config.size, name)
+        )
         channels.append(image / CHANNEL_SCALES[name])
     x = np.stack(channels, axis=1).astype(np.float32)  # (n, C, size, size)
     return x, {"window_sum": energy.sum(axis=(1, 2)), "centre_cell": centre}
 
 
-REPRESENTATIONS.add("window", Representation(
-    build=_window,
-    input_shape=lambda c: (len(c.channels), c.size, c.size),
-    preprocessing=lambda c: {
-        "kind": "window", "size": c.size, "axes": ["event", "channel", "ieta", "iphi"],
-        "centre": "highest-energy crystal", "channels": list(c.channels),
-        "scales": {ch: CHANNEL_SCALES[ch] for ch in c.channels},
-    },
-))
+REPRESENTATIONS.add(
+    "window",
+    Representation(
+        build=_window,
+        input_shape=lambda c: (len(c.channels), c.size, c.size),
+        preprocessing=lambda c: {
+            "kind": "window",
+            "size": c.size,
+            "axes": ["event", "channel", "ieta", "iphi"],
+            "centre": "highest-energy crystal",
+            "channels": list(c.channels),
+            "scales": {ch: CHANNEL_SCALES[ch] for ch in c.channels},
+        },
+    ),
+)
 
 
-def _features(batch: EventBatch, geometry: Any, config: RepresentationConfig
-              ) -> tuple[np.ndarray, dict]:
+def _features(
+    batch: EventBatch, geometry: Any, config: RepresentationConfig
+) -> tuple[np.ndarray, dict]:
     from fastreco.reco.pipeline import reconstruct_batch
     from fastreco.reco.showershape import SHOWER_SHAPE_FEATURES
 
@@ -78,15 +90,23 @@ def _feature_names() -> list[str]:
     return list(SHOWER_SHAPE_FEATURES)
 
 
-REPRESENTATIONS.add("features", Representation(
-    build=_features,
-    input_shape=lambda c: (len(_feature_names()),),
-    preprocessing=lambda c: {"kind": "features", "features": _feature_names(),
-                             "source": "fastreco.reco.showershape"},
-))
+REPRESENTATIONS.add(
+    "features",
+    Representation(
+        build=_features,
+        input_shape=lambda c: (len(_feature_names()),),
+        preprocessing=lambda c: {
+            "kind": "features",
+            "features": _feature_names(),
+            "source": "fastreco.reco.showershape",
+        },
+    ),
+)
 
 
-def build_inputs(batch: EventBatch, geometry: Any, config: RepresentationConfig
-                 ) -> tuple[np.ndarray, dict]:
+def build_inputs(
+    batch: EventBatch, geometry: Any, config: RepresentationConfig
+) -> tuple[np.ndarray, dict]:
     return REPRESENTATIONS.resolve(config.name, field="representation.name").build(
-        batch, geometry, config)
+        batch, geometry, config
+    )

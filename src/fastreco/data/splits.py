@@ -12,22 +12,26 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def split_codes(event_index: np.ndarray, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                ) -> np.ndarray:
+def split_codes(
+    event_index: np.ndarray,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> np.ndarray:
     """0 (train), 1 (val) or 2 (test) for each global event index, shape like the input.
 
     Uses a multiplicative hash (Knuth) of the index, so neighbouring events are spread evenly.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got "
-                         f"{fractions}")
+        raise ValueError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     h = (np.asarray(event_index, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
     u = h.astype(np.float64) / 2**32
     edges = np.cumsum(fractions)[:2]
     return np.searchsorted(edges, u, side="right").astype(np.int8)
 
 
-def split_mask(event_index: np.ndarray, split: str,
-               fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> np.ndarray:
+def split_mask(
+    event_index: np.ndarray, split: str, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+) -> np.ndarray:
     """Boolean mask of the events of ``split`` ('train', 'val' or 'test')."""
     return split_codes(event_index, fractions) == SPLITS.index(split)

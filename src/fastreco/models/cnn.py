@@ -19,8 +19,9 @@ class TmvaCNN(nn.Module):
         - **output:** :math:`(B, n_{out})` logits (or the regressed value)
     """
 
-    def __init__(self, in_shape: tuple[int, ...], n_outputs: int, filters: int = 10,
-                 dense: int = 100) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], n_outputs: int, filters: int = 10, dense: int = 100
+    ) -> None:
         super().__init__()
         channels, height, width = in_shape
         self.features = nn.Sequential(
@@ -68,8 +69,14 @@ class ResNetCNN(nn.Module):
         - **output:** :math:`(B, n_{out})`
     """
 
-    def __init__(self, in_shape: tuple[int, ...], n_outputs: int, width: int = 32,
-                 stages: int = 2, blocks: int = 2) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_outputs: int,
+        width: int = 32,
+        stages: int = 2,
+        blocks: int = 2,
+    ) -> None:
         super().__init__()
         channels = in_shape[0]
         layers: list[nn.Module] = [

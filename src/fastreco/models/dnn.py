@@ -31,8 +31,9 @@ class TmvaDNN(nn.Module):
         - **output:** :math:`(B, n_{out})`
     """
 
-    def __init__(self, in_shape: tuple[int, ...], n_outputs: int, width: int = 100,
-                 depth: int = 4) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], n_outputs: int, width: int = 100, depth: int = 4
+    ) -> None:
         super().__init__()
         self.net = _mlp(math.prod(in_shape), (width,) * depth, n_outputs, batch_norm=True)
 
@@ -49,8 +50,9 @@ class FeatureMLP(nn.Module):
         - **output:** :math:`(B, n_{out})`
     """
 
-    def __init__(self, in_shape: tuple[int, ...], n_outputs: int,
-                 widths: tuple[int, ...] = (64, 64, 64)) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], n_outputs: int, widths: tuple[int, ...] = (64, 64, 64)
+    ) -> None:
         super().__init__()
         self.net = _mlp(math.prod(in_shape), tuple(widths), n_outputs, batch_norm=False)
 

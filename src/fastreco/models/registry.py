@@ -31,5 +31,6 @@ def build_model(name: str, in_shape: tuple[int, ...], n_outputs: int, **params: 
     try:
         return cls(in_shape=tuple(in_shape), n_outputs=n_outputs, **params)
     except TypeError as exc:
-        raise InputError(f"bad parameters for model '{name}': {exc}", field="model.params",
-                         value=params) from None
+        raise InputError(
+            f"bad parameters for model '{name}': {exc}", field="model.params", value=params
+        ) from None

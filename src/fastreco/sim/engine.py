@@ -153,6 +153,8 @@ def _run_dask(
 ) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # the scheduler logs every connection at INFO; the progress bar says what a user needs
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler is not None:
         client = Client(scheduler)
         cluster = None

@@ -470,10 +470,22 @@ def deposit_showers(
                         ang = 2.0 * math.pi * np.random.random()
                         c, s = r * math.cos(ang), r * math.sin(ang)
                         total += _add_spot(
-                            acc, pos[0] + d * u[0] + c * ax + s * bx,
+                            acc,
+                            pos[0] + d * u[0] + c * ax + s * bx,
                             pos[1] + d * u[1] + c * ay + s * by,
-                            pos[2] + d * u[2] + c * az + s * bz, e_em / n_em, ieta0, iphi0, w,
-                            eta_max, deta, dphi, n_eta, n_phi, r_in, length)
+                            pos[2] + d * u[2] + c * az + s * bz,
+                            e_em / n_em,
+                            ieta0,
+                            iphi0,
+                            w,
+                            eta_max,
+                            deta,
+                            dphi,
+                            n_eta,
+                            n_phi,
+                            r_in,
+                            length,
+                        )
                 else:
                     n_em = 0
                     e_em = 0.0
@@ -482,14 +494,28 @@ def deposit_showers(
                 e_h = (e_had - e_em) * C.HADRON_H_OVER_E / max(n_h, 1)
                 for _ in range(n_h):
                     d = stop + _LAMBDA_I * np.random.gamma(
-                        C.HADRON_PROFILE_SHAPE, C.HADRON_PROFILE_SCALE_LAMBDA)
+                        C.HADRON_PROFILE_SHAPE, C.HADRON_PROFILE_SCALE_LAMBDA
+                    )
                     r = np.random.gamma(2.0, 0.5 * C.HADRON_LATERAL_RADIUS)
                     ang = 2.0 * math.pi * np.random.random()
                     c, s = r * math.cos(ang), r * math.sin(ang)
                     total += _add_spot(
-                        acc, pos[0] + d * u[0] + c * ax + s * bx,
-                        pos[1] + d * u[1] + c * ay + s * by, pos[2] + d * u[2] + c * az + s * bz,
-                        e_h, ieta0, iphi0, w, eta_max, deta, dphi, n_eta, n_phi, r_in, length)
+                        acc,
+                        pos[0] + d * u[0] + c * ax + s * bx,
+                        pos[1] + d * u[1] + c * ay + s * by,
+                        pos[2] + d * u[2] + c * az + s * bz,
+                        e_h,
+                        ieta0,
+                        iphi0,
+                        w,
+                        eta_max,
+                        deta,
+                        dphi,
+                        n_eta,
+                        n_phi,
+                        r_in,
+                        length,
+                    )
         per_particle[i] = total
         for a in range(size):
             for b in range(size):

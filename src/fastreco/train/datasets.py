@@ -32,8 +32,9 @@ def class_pdgs(task: TaskConfig) -> list[tuple[int, ...]]:
     return out
 
 
-def targets_for(task: TaskConfig, primaries: dict[str, np.ndarray], window_sum: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def targets_for(
+    task: TaskConfig, primaries: dict[str, np.ndarray], window_sum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(targets, keep) for the gun particles of a batch.
 
     Classification: the class index of each event (events of other particles are dropped).
@@ -62,8 +63,15 @@ class ChunkDataset(torch.utils.data.Dataset):
         seed: seed of the augmentation.
     """
 
-    def __init__(self, store_path: str | Path, task: TaskConfig, split: str, *,
-                 augment: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        store_path: str | Path,
+        task: TaskConfig,
+        split: str,
+        *,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
         store = EventStore(store_path)
         self.paths = [s.path for s in store.shards]
         self.geometry = store.detector
@@ -99,11 +107,15 @@ class ChunkDataset(torch.utils.data.Dataset):
         prim = batch.primaries()
         y, keep = targets_for(self.task, prim, aux["window_sum"])
         keep &= split_mask(events, self.split, self.task.data.split)
-        out = {"x": x[keep], "y": y[keep], "event": events[keep],
-               "energy": prim["energy"][keep].astype(np.float32),
-               "eta": prim["eta"][keep].astype(np.float32),
-               "pdg": prim["pdg"][keep],
-               "window_sum": aux["window_sum"][keep].astype(np.float32)}
+        out = {
+            "x": x[keep],
+            "y": y[keep],
+            "event": events[keep],
+            "energy": prim["energy"][keep].astype(np.float32),
+            "eta": prim["eta"][keep].astype(np.float32),
+            "pdg": prim["pdg"][keep],
+            "window_sum": aux["window_sum"][keep].astype(np.float32),
+        }
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             xa = out["x"]
@@ -120,9 +132,16 @@ class ChunkDataset(torch.utils.data.Dataset):
 def make_loader(dataset: ChunkDataset, *, shuffle: bool, num_workers: int) -> Any:
     """A DataLoader yielding the dataset's chunks as mini-batches."""
     if len(dataset) == 0:
-        raise InputError("no events in this split", source=str(dataset.paths[0].parent),
-                         field="split", value=dataset.split)
+        raise InputError(
+            "no events in this split",
+            source=str(dataset.paths[0].parent),
+            field="split",
+            value=dataset.split,
+        )
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=shuffle, num_workers=num_workers,
+        dataset,
+        batch_size=None,
+        shuffle=shuffle,
+        num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )

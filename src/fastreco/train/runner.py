@@ -35,8 +35,14 @@ RUN_SCHEMA_VERSION = 1
 
 def sim_config(task: TaskConfig) -> SimConfig:
     d = task.data
-    return SimConfig(particles=d.particles, energy=d.energy, n_events=d.events, seed=d.seed,
-                     eta_max=d.eta_max, events_per_shard=d.events_per_shard)
+    return SimConfig(
+        particles=d.particles,
+        energy=d.energy,
+        n_events=d.events,
+        seed=d.seed,
+        eta_max=d.eta_max,
+        events_per_shard=d.events_per_shard,
+    )
 
 
 def ensure_data(task: TaskConfig, *, workers: int = 2, progress: bool = True) -> Path:
@@ -61,7 +67,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[TaskConfig, dict[str, Any
         raise InputError(
             f"run folder written by an incompatible fastreco ({info.get('fastreco_version')}); "
             f"this version {__version__} reads run schema {RUN_SCHEMA_VERSION}",
-            source=info_path, field="run_schema_version", value=version,
+            source=info_path,
+            field="run_schema_version",
+            value=version,
         )
     return TaskConfig.load(run / "config.yaml"), info
 
@@ -118,8 +126,9 @@ def train_task(
             raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
         task, _ = load_run(run)
     elif (run / "checkpoints").exists() and os.environ.get("LOCAL_RANK", "0") == "0":
-        raise InputError("run folder exists; use --resume to continue it or --run-name for a "
-                         "new one", source=run)
+        raise InputError(
+            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
+        )
     run.mkdir(parents=True, exist_ok=True)
     task.save(run / "config.yaml")
 
@@ -146,8 +155,9 @@ def train_task(
     if init_from is not None:
         source = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
         own = module.state_dict()
-        loaded = {k: v for k, v in source["state_dict"].items()
-                  if k in own and own[k].shape == v.shape}
+        loaded = {
+            k: v for k, v in source["state_dict"].items() if k in own and own[k].shape == v.shape
+        }
         module.load_state_dict(loaded, strict=False)
         log.info("initialised %d/%d tensors from %s", len(loaded), len(own), init_from)
         info["init_tensors"] = f"{len(loaded)}/{len(own)}"
@@ -156,10 +166,21 @@ def train_task(
     val = ChunkDataset(store_dir, task, "val")
     workers = min(t.num_workers, max((os.cpu_count() or 1) // max(devices, 1), 0))
     callbacks = [
-        ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss",
-                        mode="min", save_top_k=1, enable_version_counter=False),
-        ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=20, save_top_k=0,
-                        save_last=True, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=run / "checkpoints",
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=run / "checkpoints",
+            every_n_train_steps=20,
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
+        ),
         EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"),
         LearningRateMonitor(logging_interval="epoch"),
     ]
@@ -176,17 +197,23 @@ def train_task(
         max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
         log_every_n_steps=10,
     )
-    trainer.fit(module, make_loader(train, shuffle=True, num_workers=workers),
-                make_loader(val, shuffle=False, num_workers=min(workers, 1)),
-                ckpt_path=str(last) if resume else None)
+    trainer.fit(
+        module,
+        make_loader(train, shuffle=True, num_workers=workers),
+        make_loader(val, shuffle=False, num_workers=min(workers, 1)),
+        ckpt_path=str(last) if resume else None,
+    )
     if trainer.global_rank == 0:
         best = callbacks[0]
-        info.update({
-            "best_checkpoint": str(best.best_model_path),
-            "best_val_loss": float(best.best_model_score) if best.best_model_score is not None
-            else None,
-            "epochs_trained": trainer.current_epoch,
-            "global_steps": trainer.global_step,
-        })
+        info.update(
+            {
+                "best_checkpoint": str(best.best_model_path),
+                "best_val_loss": float(best.best_model_score)
+                if best.best_model_score is not None
+                else None,
+                "epochs_trained": trainer.current_epoch,
+                "global_steps": trainer.global_step,
+            }
+        )
         _write_info(run, info)
     return run
