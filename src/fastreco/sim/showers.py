@@ -351,6 +351,13 @@ def _add_spot_linear(acc, axis, t, c, s, e, ieta0, w, n_eta, length) -> float:
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=True)
+def _grow(a: np.ndarray, cap: int, used: int) -> np.ndarray:
+    out = np.empty(cap, dtype=a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
 def deposit_showers(
     kind: np.ndarray,
     energy: np.ndarray,
@@ -381,7 +388,7 @@ def deposit_showers(
     w = SHOWER_WINDOW_HALF_WIDTH
     size = 2 * w + 1
     n = len(kind)
-    cap = n * size * size
+    cap = max(n * 64, size * size)  # grown on demand: typical showers touch far fewer crystals
     out_p = np.empty(cap, dtype=np.int64)
     out_ieta = np.empty(cap, dtype=np.int64)
     out_iphi = np.empty(cap, dtype=np.int64)
@@ -517,6 +524,12 @@ def deposit_showers(
                         length,
                     )
         per_particle[i] = total
+        if m + size * size > cap:
+            cap = 2 * cap + size * size
+            out_p = _grow(out_p, cap, m)
+            out_ieta = _grow(out_ieta, cap, m)
+            out_iphi = _grow(out_iphi, cap, m)
+            out_e = _grow(out_e, cap, m)
         for a in range(size):
             for b in range(size):
                 if acc[a, b] > 0.0:
