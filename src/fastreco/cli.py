@@ -120,22 +120,46 @@ def show(
 def reco(
     store: Annotated[Path, typer.Argument(help="Event store (directory or shard file).")],
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("reco.parquet"),
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Run folder of a trained model: add its per-event predictions."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Inference with --model: onnx (ONNX Runtime) or torch.")
+    ] = "onnx",
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Address of an inference server (instead of --model)."),
+    ] = None,
 ) -> None:
-    """Classical reconstruction: seed, 3x3/5x5 and connected clusters, shower shapes."""
-    from fastreco.reco.pipeline import reconstruct
-
+    """Classical reconstruction: seed, 3x3/5x5 and connected clusters, shower shapes; with
+    --model, also a trained model's predictions (ONNX Runtime by default)."""
     start = time.perf_counter()
-    df = reconstruct(store, output, progress=True)
+    if server is not None:
+        raise FastrecoError(
+            "--server: inference on a server is not available in this build; use --model RUN"
+        )
+    if model is not None:
+        from fastreco.deploy.inference import predict_store, write_parquet
+
+        df = predict_store(model, store, backend=backend)
+        write_parquet(df, output)
+    else:
+        from fastreco.reco.pipeline import reconstruct
+
+        df = reconstruct(store, output, progress=True)
     elapsed = time.perf_counter() - start
-    _summary(
-        "reconstruction",
-        {
-            "output": str(output),
-            "events": f"{len(df):,}",
-            "time": f"{elapsed:.1f} s",
-            "events/s": f"{len(df) / max(elapsed, 1e-9):,.0f}",
-        },
-    )
+    rows: dict[str, object] = {
+        "output": str(output),
+        "events": f"{len(df):,}",
+        "time": f"{elapsed:.1f} s",
+        "events/s": f"{len(df) / max(elapsed, 1e-9):,.0f}",
+    }
+    if model is not None:
+        rows["model"] = f"{model} ({backend})"
+    _summary("reconstruction", rows)
 
 
 @baseline_app.command("train")
@@ -241,6 +265,65 @@ def demo(
 
     report = run_demo(output, n_events=events, workers=workers)
     console.print(f"report: [bold]{report}[/bold]")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `fastreco train`.")],
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(help="Another run folder on the same task data (repeat for several)."),
+    ] = None,
+    bdt: Annotated[bool, typer.Option(help="Add the shower-shape BDT (two-class tasks).")] = True,
+    backend: Annotated[str, typer.Option(help="torch or onnx (ONNX Runtime).")] = "torch",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: the run).")
+    ] = None,
+) -> None:
+    """Evaluate a run on its test split: RUN/metrics.json and RUN/report.html."""
+    from fastreco.evaluate.run import evaluate_run
+
+    start = time.perf_counter()
+    metrics = evaluate_run(run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output)
+    rows: dict[str, object] = {}
+    for name, clf in metrics.get("classifiers", {}).items():
+        r90 = clf["rejection"].get("0.9")
+        rows[f"{name}: AUC, R@90%"] = f"{clf['auc']:.4f}, {'∞' if r90 is None else f'{r90:.1f}'}"
+    for name, m in metrics.get("multiclass", {}).items():
+        rows[f"{name}: accuracy"] = f"{m['accuracy']:.4f}"
+    for cls, reg in metrics.get("regression", {}).items():
+        for row in reg["ratio_to_oracle"]:
+            keys = [k for k in row if k.endswith("/ oracle")]
+            text = ", ".join(
+                f"{k.removesuffix(' / oracle')} {row[k]:.2f}x" for k in keys if row[k] is not None
+            )
+            rows[f"{cls} {row['e_low']:.3g}-{row['e_high']:.3g} GeV: σ/σ(oracle)"] = text or "-"
+    rows["report"] = metrics["outputs"]["report"]
+    rows["time"] = f"{time.perf_counter() - start:.0f} s"
+    _summary(f"evaluation of {run}", rows)
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `fastreco train`.")],
+    onnx: Annotated[
+        bool,
+        typer.Option("--onnx", help="ONNX with a dynamic batch axis (the only format so far)."),
+    ] = True,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Model file (default: RUN/model.onnx).")
+    ] = None,
+) -> None:
+    """Export a trained run (ONNX + its preprocessing JSON, runnable without fastreco)."""
+    from fastreco.deploy.onnx import preprocessing_path
+    from fastreco.deploy.registry import export_run
+
+    del onnx  # the only format so far; more register in fastreco.deploy.registry.EXPORTERS
+    path = export_run(run, "onnx", output)
+    _summary(
+        f"exported {run}",
+        {"model": str(path), "preprocessing": str(preprocessing_path(path))},
+    )
 
 
 def _summary(title: str, rows: dict[str, object]) -> None:

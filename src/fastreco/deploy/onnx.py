@@ -1,0 +1,246 @@
+"""ONNX export of a trained run, with a dynamic batch axis and its preprocessing beside it.
+
+:func:`export_onnx` writes ``RUN/model.onnx`` (the model in eval mode, exported with the
+``torch.export``-based exporter, ``dynamo=True``, the batch axis declared dynamic) and
+``RUN/model.preprocessing.json``: how to build the input from crystal energies (the run's
+``run.json["preprocessing"]``), the input's name and shape, what the output means and the class
+names, so that the model runs with ONNX Runtime alone::
+
+    import json, numpy as np, onnxruntime as ort
+    meta = json.load(open("model.preprocessing.json"))
+    sess = ort.InferenceSession("model.onnx")
+    out = sess.run(None, {meta["input"]["name"]: x.astype(np.float32)})[0]  # x: (batch, *shape)
+
+Exporting with an example batch of 1 is what froze weaver's "dynamic" axis: the example here has
+4 events and the axis is a ``torch.export.Dim``; after writing, the file is checked against
+PyTorch at batch sizes 1 and 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastreco import __version__
+from fastreco.config import TaskConfig
+from fastreco.deploy.registry import EXPORTERS
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "output"
+PREPROCESSING_FORMAT = "fastreco-onnx-preprocessing"
+PREPROCESSING_VERSION = 1
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's notices that are not ours to act on (missing torchvision ops,
+    a pytree deprecation inside torch)."""
+    loggers = [
+        logging.getLogger(name)
+        for name in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def export_module(
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    path: str | os.PathLike[str],
+    *,
+    example_batch: int = 4,
+    verify: bool = True,
+) -> Path:
+    """Export ``model`` (put in eval mode, on the CPU) to ONNX with a dynamic batch axis.
+
+    Args:
+        model: takes ``(batch, *input_shape)`` float32, returns ``(batch, n_out)``.
+        input_shape: shape of one input, without the batch axis.
+        path: the ``.onnx`` file, written atomically.
+        example_batch: batch of the example input (> 1, so the axis cannot be specialised).
+        verify: compare ONNX Runtime with PyTorch at batch sizes 1 and 3 (relative 1e-4).
+
+    Shapes:
+        - **input** ``x``: (batch, *input_shape), float32
+        - **output** ``output``: (batch, n_out), float32
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand((max(example_batch, 2), *input_shape), generator=gen)
+    batch = torch.export.Dim("batch", min=1)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if verify:
+        check_onnx(path, model, input_shape, batch_sizes=(1, 3))
+    log.info("wrote %s", path)
+    return path
+
+
+def check_onnx(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 2, 37, 256),
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> None:
+    """Assert that ONNX Runtime and PyTorch agree on random inputs at each batch size.
+
+    Raises:
+        AssertionError: on a mismatch (a bug of the exporter, not of the user's input).
+    """
+    from fastreco.deploy.inference import onnx_session
+
+    session = onnx_session(path, providers=["CPUExecutionProvider"])
+    model = model.cpu().eval()
+    rng = np.random.default_rng(1)
+    for n in batch_sizes:
+        x = rng.random((n, *input_shape), dtype=np.float32)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = session.run(None, {INPUT_NAME: x})[0]
+        np.testing.assert_allclose(
+            got, ref, rtol=rtol, atol=atol, err_msg=f"ONNX vs PyTorch at batch {n} ({path})"
+        )
+
+
+def output_description(task: TaskConfig, preprocessing: dict[str, Any]) -> dict[str, Any]:
+    """What the model's output means and how to turn it into probabilities or an energy."""
+    if task.kind == "regression":
+        if preprocessing.get("kind") == "features":
+            window = "e5x5 of the classical reconstruction [GeV]"
+        else:
+            scale = preprocessing.get("scales", {}).get("energy", 1.0)
+            window = (
+                "the summed crystal energy of the window [GeV] (the sum of the input's energy "
+                f"channel times its scale {scale})"
+            )
+        return {
+            "meaning": "E_true / E_window, the energy correction of the window sum",
+            "postprocess": "none",
+            "energy": f"E_pred [GeV] = output[:, 0] * window_sum, window_sum = {window}",
+        }
+    classes = list(task.classes)
+    if len(classes) == 2:
+        return {
+            "meaning": f"logit of class 1 '{classes[1]}'",
+            "postprocess": "sigmoid",
+            "probabilities": (
+                f"P({classes[1]}) = sigmoid(output[:, 0]); P({classes[0]}) = sigmoid(-output[:, 0])"
+            ),
+            "signal_class": classes[0],
+        }
+    return {
+        "meaning": "one logit per class, in the order of 'classes'",
+        "postprocess": "softmax",
+        "probabilities": "softmax(output, axis=1)",
+    }
+
+
+def preprocessing_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """``model.onnx`` -> ``model.preprocessing.json`` (beside it)."""
+    p = Path(onnx_path)
+    return p.with_name(p.stem + ".preprocessing.json")
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(
+    run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Export a run folder's model to ONNX (default ``RUN/model.onnx``); returns its path.
+
+    Also writes ``<stem>.preprocessing.json`` beside it (see the module docstring).
+
+    Raises:
+        InputError: not a run folder, an incompatible version, or no checkpoint.
+    """
+    import onnx
+
+    from fastreco.deploy.inference import load_model
+
+    loaded = load_model(run_dir, "cpu")
+    out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
+    export_module(loaded.model, loaded.input_shape, out)
+    opset = next(
+        (
+            o.version
+            for o in onnx.load(str(out), load_external_data=False).opset_import
+            if not o.domain
+        ),
+        None,
+    )
+    task, info = loaded.task, loaded.info
+    pre = dict(info.get("preprocessing") or {})
+    with torch.no_grad():
+        n_out = int(loaded.model(torch.zeros((1, *loaded.input_shape))).shape[-1])
+    meta = {
+        "format": PREPROCESSING_FORMAT,
+        "format_version": PREPROCESSING_VERSION,
+        "model_file": out.name,
+        "task": task.name,
+        "kind": task.kind,
+        "classes": list(task.classes),
+        "model": {"name": task.model.name, "params": task.model.params},
+        "preprocessing": pre,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", *loaded.input_shape],
+            "dtype": "float32",
+            "axes": pre.get("axes", ["event", "feature"]),
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", n_out],
+            "dtype": "float32",
+            **output_description(task, pre),
+        },
+        "opset": opset,
+        "checkpoint": str(loaded.checkpoint),
+        "fastreco_version": __version__,
+        "torch_version": torch.__version__,
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta_path = preprocessing_path(out)
+    tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    log.info("exported %s to %s (+ %s)", run_dir, out, meta_path.name)
+    return out

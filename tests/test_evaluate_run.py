@@ -1,0 +1,202 @@
+"""Evaluation of trained runs (metrics.json, report.html), ONNX export of a run and inference
+over an event store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastreco.config import TaskConfig
+from fastreco.errors import InputError
+from fastreco.sim.engine import simulate
+from fastreco.train.runner import sim_config, train_task
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning:lightning.*"),
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),
+    pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
+]
+
+N_EVENTS = 1605  # 15 training chunks of 107 events (batch 64 / 0.6)
+
+
+def task_config(data_dir: Path, name: str, **raw: object) -> TaskConfig:
+    base: dict = {
+        "name": name,
+        "data": {
+            "dir": str(data_dir),
+            "particles": ["gamma", "pi0", "e-"],
+            "events": N_EVENTS,
+            "energy": "log:2:50",
+            "events_per_shard": N_EVENTS,
+            "seed": 7,
+        },
+        "representation": {"name": "window", "size": 11},
+        "model": {"name": "tmva-cnn"},
+        "training": {"epochs": 1, "batch_size": 64, "num_workers": 0},
+    }
+    base.update(raw)
+    return TaskConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "store"
+    simulate(sim_config(task_config(data, "x")), data, workers=1, progress=False)
+    specs = {
+        "cnn": {},
+        "dnn": {"model": {"name": "tmva-dnn"}},
+        "energy": {"kind": "regression", "target": "energy"},
+        "pid": {"classes": ["e-", "gamma", "pi0"]},
+    }
+    return {
+        name: train_task(
+            task_config(data, name, **spec), runs_dir=root / "runs", run_name=name, progress=False
+        )
+        for name, spec in specs.items()
+    }
+
+
+def _images(html: str) -> int:
+    return len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html))
+
+
+def test_classification_report(runs, tmp_path):
+    from fastreco.evaluate.run import evaluate_run
+
+    out = tmp_path / "out"
+    metrics = evaluate_run(runs["cnn"], compare=[runs["dnn"]], bdt=True, out_dir=out)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics["kind"] == "classification"
+    assert metrics["signal"] == "gamma"
+    assert metrics["background"] == "pi0"
+    assert set(metrics["classifiers"]) == {"CNN (cells)", "DNN (cells)", "BDT (shower shapes)"}
+    for clf in metrics["classifiers"].values():
+        assert 0.0 <= clf["auc"] <= 1.0
+        assert set(clf["rejection"]) == {"0.5", "0.75", "0.9", "0.99"}
+        assert set(clf["signal_efficiency_at_rejected_fraction"]) == {"0.5", "0.75", "0.9", "0.99"}
+    assert set(metrics["binned"]) == {"true_energy", "abs_true_eta"}
+    assert metrics["bdt"]["n_train"] > 0
+    assert len(metrics["saliency"]["events"]) == 4
+    assert len(metrics["worst_mistakes"]) == 4
+    html = (out / "report.html").read_text()
+    assert _images(html) >= 8  # ROC, 2 per-bin, saliency, 4 displays
+    assert 'src="http' not in html
+    assert "<script" not in html
+    assert "Signal efficiency where 50/75/90/99 % of the background is rejected" in html
+
+
+def test_regression_report_against_classical_and_oracle(runs, tmp_path):
+    from fastreco.evaluate.run import CLASSICAL, ORACLE, evaluate_run
+
+    metrics = evaluate_run(runs["energy"], backend="onnx", out_dir=tmp_path, n_displays=1)
+    assert (runs["energy"] / "model.onnx").exists()  # exported on the fly
+    assert set(metrics["regression"]) == {"gamma", "pi0"}
+    for cls in metrics["regression"].values():
+        assert set(cls["estimators"]) == {"CNN (cells)", CLASSICAL, ORACLE}
+        rows = cls["ratio_to_oracle"]
+        assert len(rows) == len(metrics["energy_bins"]) - 1
+        assert "CNN (cells) / oracle" in rows[0]
+        oracle = cls["estimators"][ORACLE]["table"]
+        measured = [r for r in oracle if r["core_mean"] is not None]
+        assert measured
+        assert all(abs(r["core_mean"] - 1.0) < 0.05 for r in measured)  # calibrated per bin
+    html = (tmp_path / "report.html").read_text()
+    assert _images(html) >= 4
+    assert "oracle" in html
+
+
+def test_multiclass_confusion_matrix(runs, tmp_path):
+    from fastreco.evaluate.run import evaluate_run
+
+    metrics = evaluate_run(runs["pid"], bdt=True, out_dir=tmp_path, n_displays=0, n_saliency=3)
+    (result,) = metrics["multiclass"].values()
+    cm = np.asarray(result["confusion_matrix"])
+    assert cm.shape == (3, 3)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert np.isclose(np.trace(cm) / cm.sum(), result["accuracy"])
+    assert set(result["auc_one_vs_rest"]) == {"e-", "gamma", "pi0"}
+    assert "classifiers" not in metrics  # no BDT for three classes
+
+
+def test_compare_needs_the_same_task_data(runs, tmp_path):
+    from fastreco.evaluate.run import evaluate_run
+
+    with pytest.raises(InputError, match="same task data"):
+        evaluate_run(runs["cnn"], compare=[runs["energy"]], out_dir=tmp_path)
+
+
+def test_export_of_a_trained_run_runs_without_fastreco(runs):
+    import onnxruntime as ort
+
+    from fastreco.deploy.inference import load_model
+    from fastreco.deploy.onnx import export_onnx
+    from fastreco.train.datasets import ChunkDataset
+
+    run = runs["cnn"]
+    path = export_onnx(run)
+    assert path == run / "model.onnx"
+    meta = json.loads((run / "model.preprocessing.json").read_text())
+    assert meta["input"]["shape"] == ["batch", 1, 11, 11]
+    assert meta["preprocessing"]["scales"] == {"energy": 10.0}
+    assert meta["classes"] == ["gamma", "pi0"]
+    assert meta["output"]["postprocess"] == "sigmoid"
+
+    loaded = load_model(run)
+    ds = ChunkDataset(loaded.info["data_dir"], loaded.task, "train")  # real windows
+    x = np.concatenate([ds.load(i)["x"] for i in range(len(ds))])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert len(x) >= 256
+    for n in (1, 2, 37, 256):
+        with torch.no_grad():
+            expected = loaded.model(torch.from_numpy(x[:n])).numpy()
+        got = session.run(None, {meta["input"]["name"]: x[:n]})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cnn", "energy"])
+def test_predict_store_onnx_matches_torch(runs, name):
+    from fastreco.deploy.inference import predict_store
+    from fastreco.train.runner import load_run
+
+    _, info = load_run(runs[name])
+    onnx_df = predict_store(runs[name], info["data_dir"], backend="onnx")
+    torch_df = predict_store(runs[name], info["data_dir"], backend="torch")
+    assert len(onnx_df) == N_EVENTS
+    assert (onnx_df["event"].to_numpy() == np.arange(N_EVENTS)).all()
+    assert {"e5x5", "r9", "true_pdg"} <= set(onnx_df.columns)  # the classical reco beside
+    cols = ["p_gamma", "p_pi0"] if name == "cnn" else ["correction", "e_pred"]
+    for col in cols:
+        np.testing.assert_allclose(onnx_df[col], torch_df[col], rtol=1e-4, atol=1e-5)
+    if name == "cnn":
+        np.testing.assert_allclose(onnx_df["p_gamma"] + onnx_df["p_pi0"], 1.0, rtol=1e-6)
+
+
+def test_cli_export_and_reco_with_a_model(runs, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from fastreco.cli import app
+    from fastreco.train.runner import load_run
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["export", str(runs["dnn"]), "--onnx", "-o", str(tmp_path / "m.onnx")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").exists()
+    assert (tmp_path / "m.preprocessing.json").exists()
+    _, info = load_run(runs["dnn"])
+    out = tmp_path / "pred.parquet"
+    result = runner.invoke(
+        app, ["reco", info["data_dir"], "--model", str(runs["dnn"]), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(out)
+    assert {"event", "e5x5", "p_gamma", "p_pi0", "predicted"} <= set(df.columns)

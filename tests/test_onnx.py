@@ -1,0 +1,69 @@
+"""ONNX export: ONNX Runtime agrees with PyTorch at several batch sizes for every model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastreco.deploy.onnx import INPUT_NAME, export_module, preprocessing_path
+from fastreco.deploy.registry import EXPORTERS, get_exporter
+from fastreco.errors import InputError
+from fastreco.models import MODELS, build_model
+
+ort = pytest.importorskip("onnxruntime")
+
+BATCH_SIZES = (1, 2, 37, 256)
+#: Input shape of each registered model in these tests: windows for image models, a feature
+#: vector for the MLP.
+SHAPES = {
+    "tmva-cnn": (1, 11, 11),
+    "tmva-dnn": (1, 11, 11),
+    "resnet-cnn": (2, 11, 11),
+    "mlp": (13,),
+}
+
+
+def test_every_registered_model_is_tested():
+    assert set(MODELS.names()) <= set(SHAPES)
+
+
+@pytest.mark.parametrize(
+    ("name", "n_out"), [*((name, 1) for name in sorted(SHAPES)), ("resnet-cnn", 4)]
+)
+def test_onnx_matches_torch_at_dynamic_batch(tmp_path, name, n_out):
+    shape = SHAPES[name]
+    torch.manual_seed(0)
+    model = build_model(name, shape, n_out)
+    # non-trivial BatchNorm statistics, so eval mode (running stats) is what gets exported
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    path = export_module(model, shape, tmp_path / f"{name}.onnx", verify=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch_dim = session.get_inputs()[0].shape[0]
+    assert isinstance(batch_dim, str), f"batch axis frozen to {batch_dim}"
+    rng = np.random.default_rng(3)
+    model.eval()
+    for n in BATCH_SIZES:
+        x = rng.random((n, *shape), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = session.run(None, {INPUT_NAME: x})[0]
+        assert got.shape == (n, n_out)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"batch {n}")
+
+
+def test_exporter_registry():
+    assert get_exporter("ONNX") is EXPORTERS.resolve("onnx")
+    with pytest.raises(InputError, match=r"format.*among choices.*onnx"):
+        get_exporter("tensorrt")
+
+
+def test_preprocessing_path():
+    assert preprocessing_path("runs/x/model.onnx").name == "model.preprocessing.json"
+    assert json.dumps(str(preprocessing_path("a.onnx"))).endswith('a.preprocessing.json"')
