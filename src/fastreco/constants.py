@@ -137,3 +137,147 @@ HADRON_SPOT_ENERGY = 0.05  # GeV
 LANDAU_K = 0.307075e-3  # GeV mol^-1 cm^2 (K = 4 pi N_A r_e^2 m_e c^2)
 LANDAU_J = 0.200  # j in Delta_p = xi [ln(2mc^2 b^2 g^2/I) + ln(xi/I) + j - b^2 - delta]
 PLASMA_ENERGY_COEFF_EV = 28.816  # hbar omega_p = 28.816 sqrt(rho <Z/A>) eV
+
+# ================================================================================================
+# --- CMS HGCAL (one endcap) ----------------------------------------------------------------------
+# ================================================================================================
+# Sources of this section:
+# [HGCAL-TDR] CMS Collaboration, "The Phase-2 Upgrade of the CMS Endcap Calorimeter", Technical
+#             Design Report CERN-LHCC-2017-023 (CMS-TDR-019): layout, cell sizes, timing, pileup.
+# [HGCAL-DD]  The CMS HGCAL geometry description of the 26 + 21 layer design that followed the
+#             TDR (CMSSW Geometry/HGCalCommonData/data/hgcalEE/v17/hgcalEE.xml, hgcalHEsil/v17 and
+#             hgcalHEmix/v17): absorber thicknesses per layer and layer pitch.
+# [PDG-AN]    (above) lead, copper, iron, tungsten, silicon and G10 entries.
+# [MTD-TDR]   CMS Collaboration, "A MIP Timing Detector for the CMS Phase-2 Upgrade",
+#             CERN-LHCC-2019-003: HL-LHC luminous region (z and time spread).
+# [CMS-DNDETA] CMS Collaboration, "Pseudorapidity distribution of charged hadrons in proton-proton
+#             collisions at sqrt(s) = 13 TeV", Phys. Lett. B 751 (2015) 143.
+# [AKCHURIN]  N. Akchurin et al., "On the timing performance of thin planar silicon sensors",
+#             Nucl. Instrum. Meth. A 859 (2017) 31: sigma_t = A / (S/N) (+) C.
+
+# --- acceptance and granularity [HGCAL-TDR] ----------------------------------------------------
+HGCAL_Z_FRONT = 320.0  # cm, front face of the electromagnetic section (CE-E)
+HGCAL_ETA_MIN = 1.5  # |eta| acceptance
+HGCAL_ETA_MAX = 3.0
+# Hexagonal silicon cells of the 8-inch wafers: 432 cells of 0.52 cm^2 on high-density (120 um)
+# wafers at small radius, 192 cells of 1.18 cm^2 on low-density (200/300 um) wafers elsewhere.
+HGCAL_FINE_CELL_AREA = 0.52  # cm^2
+HGCAL_COARSE_CELL_AREA = 1.18  # cm^2
+# Radius of the boundary between fine and coarse cells (the high-fluence region); CMSSW's first
+# HGCAL description used rMaxFine = 75 cm (Geometry/HGCalCommonData/data/TB160/hgcalEE.xml).
+HGCAL_FINE_RADIUS = 75.0  # cm
+
+# --- materials [PDG-AN] (X0 and lambda_I in cm, dE/dx_min in GeV/cm, E_c for electrons in GeV) ----
+LEAD_RADIATION_LENGTH = 0.5612
+LEAD_NUCLEAR_INTERACTION_LENGTH = 17.59
+LEAD_DEDX_MIN = 1.122e-3 * 11.35  # 1.122 MeV cm^2/g x 11.35 g/cm^3
+LEAD_CRITICAL_ENERGY = 7.43e-3
+LEAD_DENSITY = 11.35  # g/cm^3
+COPPER_RADIATION_LENGTH = 1.436
+COPPER_NUCLEAR_INTERACTION_LENGTH = 15.32
+COPPER_DEDX_MIN = 1.403e-3 * 8.960
+COPPER_CRITICAL_ENERGY = 19.42e-3
+COPPER_DENSITY = 8.960
+# Stainless steel is taken as iron.
+IRON_RADIATION_LENGTH = 1.757
+IRON_NUCLEAR_INTERACTION_LENGTH = 16.77
+IRON_DEDX_MIN = 1.451e-3 * 7.874
+IRON_CRITICAL_ENERGY = 21.68e-3
+IRON_DENSITY = 7.874
+TUNGSTEN_RADIATION_LENGTH = 0.3504
+TUNGSTEN_NUCLEAR_INTERACTION_LENGTH = 9.946
+TUNGSTEN_DEDX_MIN = 1.145e-3 * 19.3
+TUNGSTEN_CRITICAL_ENERGY = 7.97e-3
+TUNGSTEN_DENSITY = 19.3
+SILICON_RADIATION_LENGTH = 9.370
+SILICON_NUCLEAR_INTERACTION_LENGTH = 46.52
+SILICON_DEDX_MIN = 1.664e-3 * 2.329
+SILICON_CRITICAL_ENERGY = 40.19e-3
+SILICON_DENSITY = 2.329
+SILICON_Z_OVER_A = 0.49848
+SILICON_MEAN_EXCITATION_ENERGY_EV = 173.0
+# Printed circuit boards as G10 (approximate: rho 1.7 g/cm^3, X0 ~ 33 g/cm^2, lambda_I ~ 90 g/cm^2,
+# dE/dx ~ 1.87 MeV cm^2/g; E_c from the PDG's 610 MeV / (Z + 1.24) with Z_eff ~ 10).
+PCB_RADIATION_LENGTH = 19.4
+PCB_NUCLEAR_INTERACTION_LENGTH = 53.1
+PCB_DEDX_MIN = 1.87e-3 * 1.7
+PCB_CRITICAL_ENERGY = 0.610 / (10.0 + 1.24)
+# Moliere radius R_M = E_s X0 / E_c with the scale energy E_s = 21.2052 MeV [PDG-PP 34.4.6]; for a
+# stack of layers 1/R_M = sum_j (t_j / L) / R_M,j (volume fractions), the PDG's mixture rule.
+MOLIERE_SCALE_ENERGY = 21.2052e-3  # GeV
+# Copper-tungsten module baseplates of the CE-E: 75 % tungsten by mass.
+CUW_TUNGSTEN_MASS_FRACTION = 0.75
+
+# --- layer structure [HGCAL-DD] ------------------------------------------------------------------
+# CE-E: 13 cassettes of two silicon layers; each cassette holds one lead plate (2.77 mm in the
+# first, 4.97 mm in the next eight, 8.22 mm in the last four), two 0.1 mm Cu + 0.3 mm steel
+# claddings, a 6.05 mm copper cooling plate and a 1 mm steel cover; the rest of the 25.6 mm of a
+# cassette (besides lead) is the two modules and air. Per silicon layer (half a cassette):
+HGCAL_EE_LEAD_CM = (0.1385,) * 2 + (0.2485,) * 16 + (0.411,) * 8
+HGCAL_EE_COPPER_CM = 0.3125  # cooling plate and cladding
+HGCAL_EE_STEEL_CM = 0.080  # cladding and cover
+# Each CE-E module: a CuW baseplate (~1.4 mm, approximate), a PCB (1.6 mm) and the sensor (300 um).
+# With these, the CE-E totals 27.7 X0 and 1.5 lambda_I, the depth CMS quotes for it.
+HGCAL_EE_CUW_CM = 0.14
+HGCAL_PCB_CM = 0.16
+HGCAL_SILICON_CM = 0.030
+HGCAL_EE_PITCH_EXTRA_CM = 1.28  # layer pitch = this + the lead thickness (25.6 mm per cassette)
+# CE-H: 21 layers of stainless-steel absorber, 45 mm in the first, 41.5 mm in the next ten and
+# 60.7 mm in the last ten, each followed by a 2.5 mm steel cover, a 6.35 mm copper cooling plate
+# and a silicon module; pitch = absorber + 21.55 mm (first layer: + 21.8 mm).
+HGCAL_HE_STEEL_CM = (4.5,) + (4.15,) * 10 + (6.07,) * 10
+HGCAL_HE_COVER_STEEL_CM = 0.25
+HGCAL_HE_COPPER_CM = 0.635
+HGCAL_HE_PITCH_EXTRA_CM = 2.155
+# No scintillator tiles: where CMS reads the outer CE-H out with scintillator tiles, this model
+# keeps the coarse silicon cells.
+
+# --- silicon signal [PDG-PP eq. 34.12], [HGCAL-TDR] ---------------------------------------------
+# Most probable energy loss of a minimum-ionizing particle in 300 um of silicon: the
+# Landau-Vavilov MPV (xi = 5.35 keV, beta*gamma ~ 100, Sternheimer density effect) gives 84 keV,
+# ~0.28 keV/um; the MIP is the unit of the HGCAL signal. Landau width xi / MPV = 0.064.
+HGCAL_MIP_MPV_300UM = 84e-6  # GeV
+HGCAL_MIP_LANDAU_WIDTH = 0.064  # xi / MPV for 300 um of silicon
+# Sampling fluctuations of shower deposits, in two parts whose variances add up to k N for a
+# mean deposit of N MIPs (k in MIPs); k = a^2 / w with w ~ 11 MeV per MIP in the CE-E gives the
+# EM stochastic term a ~ 21 %/sqrt(E) of the TDR's simulation (20-25 %/sqrt(E) quoted):
+#  * in each cell, a compound Poisson: Poisson(N / m) crossings of Gamma(s, m/s) amplitudes with
+#    mean m ~ 1.2 MIP (so shower tails show the MIP peak), variance m (1 + 1/s) N = 1.5 N;
+#  * for each shower in each layer, a common factor (Gamma, mean 1) with the rest of the variance,
+#    (k - 1.5) N_layer: the fluctuation of the number of particles crossing the layer.
+HGCAL_SAMPLING_VARIANCE_MIP = 4.0
+HGCAL_CELL_QUANTUM_MIP = 1.2  # m
+HGCAL_CELL_QUANTUM_SHAPE = 4.0  # s
+# Readout [HGCAL-TDR]: zero suppression at 0.5 MIP; noise of ~0.1 MIP (S/N ~ 10 for a MIP at the
+# start of HL-LHC operation).
+HGCAL_MIP_THRESHOLD = 0.5  # MIP
+HGCAL_NOISE_MIP = 0.1  # MIP
+# Hit time resolution sigma_t = A / (S/N) (+) C [AKCHURIN] with S/N = signal / noise; A and C give
+# ~20-30 ps above ~30 MIP as in [HGCAL-TDR].
+HGCAL_TIME_NOISE_TERM = 1.5  # ns
+HGCAL_TIME_CONSTANT_TERM = 0.020  # ns
+
+# --- showers in the sampling structure ----------------------------------------------------------
+# Energy of one EM spot (GeV): about one MIP's worth in the CE-E, so that the spot granularity
+# does not show in the shower tails; capped per particle by the run's max_spots.
+HGCAL_EM_SPOT_ENERGY = 0.01
+# Non-EM response relative to EM for silicon-steel (e/h ~ 1.6; e/pi ~ 1.2-1.3 at 50 GeV):
+HGCAL_H_OVER_E = 0.6
+# Mean radius of the non-EM part of hadron showers, in units of the local effective lambda_I
+# (r ~ Gamma(2, mean/2)): 95 % within ~0.7 lambda_I, the PDG's "about 1 lambda_I" for the whole
+# shower including its halo.
+HGCAL_HADRON_LATERAL_LAMBDA = 0.3
+
+# --- pileup [CMS-DNDETA], [MTD-TDR] ----------------------------------------------------------------
+# Minimum-bias interaction: dN_ch/deta ~ 5.5 at eta = 0 at 13 TeV [CMS-DNDETA], rising towards
+# |eta| ~ 2 and at 14 TeV: ~6-7 charged particles per unit eta; about as many photons (from pi0s).
+HGCAL_PU_DNCH_DETA = 6.5
+HGCAL_PU_DNGAMMA_DETA = 6.5
+# pT spectra dN/dpT ~ pT exp(-2 pT / <pT>) (a Gamma(2) distribution, falling exponentially).
+HGCAL_PU_CHARGED_MEAN_PT = 0.5  # GeV
+HGCAL_PU_PHOTON_MEAN_PT = 0.25  # GeV, each pi0 photon carries half of its parent's pT on average
+# HL-LHC luminous region [MTD-TDR]: ~4-5 cm rms in z, 180-200 ps rms in time.
+HGCAL_BEAMSPOT_SIGMA_Z = 4.5  # cm
+HGCAL_BEAMSPOT_SIGMA_T = 0.2  # ns
+CHARGED_PION_MASS = 0.13957039  # GeV [PDG-PP]
+MUON_MASS = 0.1056583755  # GeV [PDG-PP]
