@@ -26,8 +26,13 @@ SHAPES = {
 }
 
 
+#: Point-cloud models take ``(x, batch)`` and build kNN graphs with scipy inside ``forward``:
+#: they run in PyTorch (tests/test_gnn.py), not through this exporter.
+GRAPH_MODELS = {"gravnet", "edgeconv"}
+
+
 def test_every_registered_model_is_tested():
-    assert set(MODELS.names()) <= set(SHAPES)
+    assert set(MODELS.names()) <= set(SHAPES) | GRAPH_MODELS
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,61 @@ def simulate_ecal(
     )
 
 
+@simulate_app.command("hgcal")
+def simulate_hgcal_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of HDF5 shards.")],
+    particle: Annotated[
+        list[str],
+        typer.Option(
+            "--particle",
+            "-p",
+            help="Gun particle (repeat for a mix): gamma, e-, e+, pi+, pi-, mu-, mu+.",
+        ),
+    ] = ["gamma", "e-", "pi+"],  # noqa: B006
+    n_particles: Annotated[int, typer.Option(help="Gun particles per event (1..10).")] = 3,
+    energy: Annotated[str, typer.Option(help="GeV: '50', '10:100' or 'log:10:500'.")] = "10:100",
+    pileup: Annotated[
+        float, typer.Option(help="Mean minimum-bias interactions (0/50/140/200).")
+    ] = 0.0,
+    min_separation: Annotated[float, typer.Option(help="cm on the front face.")] = 0.0,
+    max_separation: Annotated[
+        float | None, typer.Option(help="Close-by particles within this distance [cm].")
+    ] = None,
+    events: Annotated[int, typer.Option("--events", "-n")] = 1000,
+    seed: Annotated[int, typer.Option()] = 1,
+    workers: Annotated[int, typer.Option(help="Local worker processes (dask).")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+) -> None:
+    """Close-by particles with pileup in the HGCAL-like endcap (resumes a killed run)."""
+    from fastreco.sim.hgcal import HgcalSimConfig
+    from fastreco.sim.hgcal_engine import simulate_hgcal
+
+    config = HgcalSimConfig(
+        particles=tuple(particle),
+        n_particles=n_particles,
+        energy=energy,
+        pileup=pileup,
+        min_separation=min_separation,
+        max_separation=max_separation,
+        n_events=events,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    simulate_hgcal(config, out, workers=workers, scheduler=scheduler, progress=True)
+    _summary(
+        "HGCAL simulation",
+        {
+            "output": str(out),
+            "events": f"{events:,}",
+            "shards": config.n_shards,
+            "pileup": f"{pileup:g}",
+            "time": f"{time.perf_counter() - start:.1f} s",
+        },
+    )
+
+
 @app.command()
 def show(
     store: Annotated[Path, typer.Argument(help="Event store (directory or shard file).")],
@@ -205,10 +260,11 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
 ) -> None:
     """Train a task's model (simulating its data first if needed) into runs/<name>/."""
-    from fastreco.train.runner import load_run, train_task
+    from fastreco.train.runner import load_run_info
+    from fastreco.train.tasks import TASK_KINDS, config_kind
 
     start = time.perf_counter()
-    run = train_task(
+    run = TASK_KINDS.resolve(config_kind(config)).train(
         config,
         runs_dir=runs_dir,
         run_name=run_name,
@@ -219,7 +275,7 @@ def train(
     )
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return
-    _, info = load_run(run)
+    info = load_run_info(run)
     _summary(
         f"trained {info['task']}",
         {
@@ -279,12 +335,30 @@ def evaluate(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output folder (default: the run).")
     ] = None,
+    events: Annotated[
+        int, typer.Option(help="Clustering runs: fresh events per pileup / separation point.")
+    ] = 40,
 ) -> None:
-    """Evaluate a run on its test split: RUN/metrics.json and RUN/report.html."""
-    from fastreco.evaluate.run import evaluate_run
+    """Evaluate a run on its test split: RUN/metrics.json and RUN/report.html (clustering runs:
+    CLUE against the network on fresh events at each pileup and separation)."""
+    from fastreco.train.tasks import TASK_KINDS, run_kind
 
     start = time.perf_counter()
-    metrics = evaluate_run(run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output)
+    kind = run_kind(run)
+    evaluate = TASK_KINDS.resolve(kind).evaluate
+    if kind == "clustering":
+        metrics = evaluate(run, out_dir=output, n_events=events)
+        rows = {
+            f"{r['algorithm']} PU {r['pileup']:g}": f"eff {r['efficiency']:.3f}, merge "
+            f"{r['merge_rate']:.3f}, fakes/event {r['fake_clusters_per_event']:.2f}, "
+            f"{r['ms_per_event']:.0f} ms/event"
+            for r in metrics["pileup_scan"]
+        }
+        rows["report"] = metrics["outputs"]["report"]
+        rows["time"] = f"{time.perf_counter() - start:.0f} s"
+        _summary(f"evaluation of {run}", rows)
+        return
+    metrics = evaluate(run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output)
     rows: dict[str, object] = {}
     for name, clf in metrics.get("classifiers", {}).items():
         r90 = clf["rejection"].get("0.9")
@@ -338,7 +412,7 @@ def main() -> None:
     try:
         app()
     except FastrecoError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         sys.exit(2)
 
 

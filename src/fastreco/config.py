@@ -91,7 +91,7 @@ class TaskConfig:
     def from_dict(
         cls, raw: dict[str, Any], *, source: str | os.PathLike[str] | None = None
     ) -> TaskConfig:
-        return _build(cls, raw, source=source, prefix="")
+        return build_dataclass(cls, raw, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskConfig:
@@ -121,7 +121,9 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _build(cls: type, raw: Any, *, source: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, raw: Any, *, source: Any = None, prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a mapping, converting and validating every field
+    (nested dataclasses too); a bad or unknown field raises an InputError naming it."""
     if not isinstance(raw, dict):
         raise InputError(
             "expected a mapping", source=source, field=prefix.rstrip(".") or None, value=raw
@@ -150,7 +152,7 @@ def _convert(hint: Any, value: Any, *, source: Any, field: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, source=source, prefix=field + ".")
+        return build_dataclass(hint, value, source=source, prefix=field + ".")
     if origin is Literal:
         if value not in args:
             raise InputError(

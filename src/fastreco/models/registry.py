@@ -16,7 +16,7 @@ from fastreco.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
 
-_BUILTIN = ("fastreco.models.cnn", "fastreco.models.dnn")
+_BUILTIN = ("fastreco.models.cnn", "fastreco.models.dnn", "fastreco.models.gravnet")
 
 
 def _load_builtin() -> None:

@@ -55,8 +55,8 @@ def ensure_data(task: TaskConfig, *, workers: int = 2, progress: bool = True) ->
     return out
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> tuple[TaskConfig, dict[str, Any]]:
-    """The task and run.json of a run folder; clear errors for a bad or foreign folder."""
+def load_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``run.json`` of a run folder (any task kind); clear errors for a bad or foreign folder."""
     run = Path(run_dir)
     info_path = run / "run.json"
     if not info_path.exists():
@@ -71,7 +71,13 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[TaskConfig, dict[str, Any
             field="run_schema_version",
             value=version,
         )
-    return TaskConfig.load(run / "config.yaml"), info
+    return info
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[TaskConfig, dict[str, Any]]:
+    """The task and run.json of an ECAL (classification / regression) run folder."""
+    info = load_run_info(run_dir)
+    return TaskConfig.load(Path(run_dir) / "config.yaml"), info
 
 
 def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
@@ -83,7 +89,8 @@ def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
     raise InputError("run has no checkpoint (was it trained?)", source=run / "checkpoints")
 
 
-def _write_info(run: Path, info: dict[str, Any]) -> None:
+def write_run_info(run: Path, info: dict[str, Any]) -> None:
+    """Write ``run.json`` atomically."""
     tmp = run / "run.json.tmp"
     tmp.write_text(json.dumps(info, indent=2, default=str))
     os.replace(tmp, run / "run.json")
@@ -147,7 +154,7 @@ def train_task(
         "init_from": None if init_from is None else str(init_from),
         "devices": devices,
     }
-    _write_info(run, info)
+    write_run_info(run, info)
 
     t = task.training
     L.seed_everything(t.seed, workers=True)
@@ -215,5 +222,5 @@ def train_task(
                 "global_steps": trainer.global_step,
             }
         )
-        _write_info(run, info)
+        write_run_info(run, info)
     return run

@@ -1,0 +1,191 @@
+"""Graph networks on calorimeter point clouds: GravNet and dynamic EdgeConv (DGCNN), each with the
+object-condensation heads of :mod:`fastreco.models.condensation`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastreco.data.pointcloud import knn_indices
+from fastreco.models.registry import MODELS
+
+
+class GravNetConv(nn.Module):
+    r"""The GravNet layer of "Learning representations of irregular particle-detector geometry
+    with distance-weighted graph networks" <https://arxiv.org/abs/1902.07987> (Qasim et al.).
+
+    Each point is projected to a learned space :math:`s_i` and learned features :math:`f_i`;
+    its :math:`k` nearest neighbours in :math:`s` send :math:`f_j\,e^{-10\,d_{ij}^2}`, aggregated
+    by mean and max, concatenated with the input and mixed by a linear layer:
+
+    .. math:: x'_i = W\,[x_i,\ \mathrm{mean}_j f_j e^{-10 d_{ij}^2},\
+              \max_j f_j e^{-10 d_{ij}^2}]
+
+    The neighbour search (:func:`~fastreco.data.pointcloud.knn_indices`) is not differentiable;
+    gradients reach :math:`s` through the distance weights, as in the paper.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F_{in})`, ``batch`` :math:`(N,)` sorted event index
+        - **output:** :math:`(N, F_{out})`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        space_dims: int = 4,
+        prop_dims: int = 22,
+        k: int = 16,
+    ) -> None:
+        super().__init__()
+        self.k = k
+        self.space = nn.Linear(in_channels, space_dims)
+        self.prop = nn.Linear(in_channels, prop_dims)
+        self.out = nn.Linear(in_channels + 2 * prop_dims, out_channels)
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        s = self.space(x)  # (N, S)
+        f = self.prop(x)  # (N, P)
+        idx = knn_indices(s, batch, self.k).to(x.device)  # (N, k)
+        d2 = (s[idx] - s[:, None, :]).pow(2).sum(-1)  # (N, k)
+        msg = f[idx] * torch.exp(-10.0 * d2)[..., None]  # (N, k, P)
+        return self.out(torch.cat([x, msg.mean(1), msg.amax(1)], dim=1))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.space.in_features}, {self.out.out_features}, "
+            f"space_dims={self.space.out_features}, k={self.k})"
+        )
+
+
+class EdgeConvLayer(nn.Module):
+    r"""Dynamic edge convolution of "Dynamic Graph CNN for Learning on Point Clouds"
+    <https://arxiv.org/abs/1801.07829> (Wang et al.):
+    :math:`x'_i = \max_{j \in \mathrm{kNN}(i)} h_\Theta(x_i, x_j - x_i)`, the kNN graph rebuilt
+    in the layer's input space. Message passing is torch-geometric's ``EdgeConv`` on the graph
+    built here (its own ``DynamicEdgeConv`` needs torch-cluster or pyg-lib, which cannot be
+    installed here).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F_{in})`, ``batch`` :math:`(N,)`
+        - **output:** :math:`(N, F_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, k: int = 16) -> None:
+        super().__init__()
+        from torch_geometric.nn import EdgeConv
+
+        self.k = k
+        self.conv = EdgeConv(
+            nn.Sequential(
+                nn.Linear(2 * in_channels, out_channels),
+                nn.ELU(),
+                nn.Linear(out_channels, out_channels),
+            ),
+            aggr="max",
+        )
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        idx = knn_indices(x, batch, self.k).to(x.device)  # (N, k)
+        target = torch.arange(len(x), device=x.device).repeat_interleave(self.k)
+        edge_index = torch.stack([idx.reshape(-1), target])  # messages j -> i
+        return self.conv(x, edge_index)
+
+
+class _CondensationNet(nn.Module):
+    """Shared body: input embedding, ``blocks`` graph layers with dense layers between them,
+    every block's output concatenated (as GravNet's paper does) and the condensation heads."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_outputs: int,
+        layer: type[nn.Module],
+        hidden: int,
+        blocks: int,
+        cluster_dims: int,
+        **layer_kwargs: int,
+    ) -> None:
+        super().__init__()
+        self.n_classes = n_outputs
+        self.cluster_dims = cluster_dims
+        self.embed = nn.Sequential(nn.Linear(in_shape[0], hidden), nn.ELU())
+        self.graph = nn.ModuleList([layer(hidden, hidden, **layer_kwargs) for _ in range(blocks)])
+        self.dense = nn.ModuleList(
+            [
+                nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ELU(), nn.LayerNorm(hidden))
+                for _ in range(blocks)
+            ]
+        )
+        width = hidden * blocks
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ELU())
+        self.beta = nn.Linear(hidden, 1)
+        self.coords = nn.Linear(hidden, cluster_dims)
+        self.energy = nn.Linear(hidden, 1)
+        self.classes = nn.Linear(hidden, n_outputs)
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-hit outputs: ``beta`` (N,) in (0, 1), ``coords`` (N, D) cluster space,
+        ``energy`` (N,) log of the object's energy in GeV, ``logits`` (N, n_classes)."""
+        h = self.embed(x)
+        outs = []
+        for graph, dense in zip(self.graph, self.dense, strict=True):
+            h = dense(torch.cat([h, graph(h, batch)], dim=1))
+            outs.append(h)
+        h = self.head(torch.cat(outs, dim=1))
+        return {
+            "beta": torch.sigmoid(self.beta(h)).squeeze(-1).clamp(1e-6, 1 - 1e-4),
+            "coords": self.coords(h),
+            "energy": self.energy(h).squeeze(-1),
+            "logits": self.classes(h),
+        }
+
+
+@MODELS.register("gravnet")
+class GravNetModel(_CondensationNet):
+    """GravNet blocks (Qasim et al., arXiv:1902.07987) with object-condensation heads
+    (Kieseler, arXiv:2002.03605).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F)` hit features, ``batch`` :math:`(N,)` event index
+        - **output:** dict of per-hit ``beta`` (N,), ``coords`` (N, D), ``energy`` (N,),
+          ``logits`` (N, n_outputs)
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_outputs: int,
+        hidden: int = 48,
+        blocks: int = 3,
+        k: int = 16,
+        space_dims: int = 4,
+        cluster_dims: int = 3,
+    ) -> None:
+        super().__init__(
+            in_shape,
+            n_outputs,
+            GravNetConv,
+            hidden,
+            blocks,
+            cluster_dims,
+            k=k,
+            space_dims=space_dims,
+        )
+
+
+@MODELS.register("edgeconv")
+class EdgeConvModel(_CondensationNet):
+    """Dynamic EdgeConv blocks (DGCNN, Wang et al., arXiv:1801.07829) with object-condensation
+    heads; same inputs and outputs as :class:`GravNetModel`."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_outputs: int,
+        hidden: int = 48,
+        blocks: int = 3,
+        k: int = 16,
+        cluster_dims: int = 3,
+    ) -> None:
+        super().__init__(in_shape, n_outputs, EdgeConvLayer, hidden, blocks, cluster_dims, k=k)

@@ -1,0 +1,81 @@
+"""Task kinds: what ``fastreco train`` and ``fastreco evaluate`` do for each ``kind`` of task.
+
+A task YAML names its ``kind``; each kind registers a trainer (YAML -> run folder) and an
+evaluator (run folder -> metrics.json + report.html). A new kind of task is one registration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastreco.errors import InputError
+from fastreco.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+    train: Callable[..., Path]
+    evaluate: Callable[..., dict[str, Any]]
+
+
+TASK_KINDS: Registry[TaskKind] = Registry("task kind")
+
+
+def _train_ecal(config: Any, **kwargs: Any) -> Path:
+    from fastreco.train.runner import train_task
+
+    return train_task(config, **kwargs)
+
+
+def _evaluate_ecal(run: Any, **kwargs: Any) -> dict[str, Any]:
+    from fastreco.evaluate.run import evaluate_run
+
+    return evaluate_run(run, **kwargs)
+
+
+def _train_clustering(config: Any, **kwargs: Any) -> Path:
+    from fastreco.train.clustering import train_clustering
+
+    return train_clustering(config, **kwargs)
+
+
+def _evaluate_clustering(run: Any, **kwargs: Any) -> dict[str, Any]:
+    from fastreco.evaluate.clustering import evaluate_clustering
+
+    return evaluate_clustering(run, **kwargs)
+
+
+for _name in ("classification", "regression"):
+    TASK_KINDS.add(_name, TaskKind(_train_ecal, _evaluate_ecal))
+TASK_KINDS.add("clustering", TaskKind(_train_clustering, _evaluate_clustering))
+
+
+def config_kind(path: str | os.PathLike[str]) -> str:
+    """The ``kind`` of a task YAML (default ``classification``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such config file", source=path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", source=path) from None
+    if not isinstance(raw, dict):
+        raise InputError("a task config must be a mapping", source=path)
+    kind = str(raw.get("kind", "classification"))
+    TASK_KINDS.resolve(kind, field="kind")
+    return kind
+
+
+def run_kind(run: str | os.PathLike[str]) -> str:
+    """The task kind of a run folder (``run.json``; ECAL runs written before kinds existed are
+    classification or regression, as their config says)."""
+    from fastreco.train.runner import load_run_info
+
+    info = load_run_info(run)
+    return str(info.get("kind") or config_kind(Path(run) / "config.yaml"))
