@@ -315,12 +315,17 @@ def demo(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("demo_out"),
     events: Annotated[int, typer.Option("--events", "-n")] = 20_000,
     workers: Annotated[int, typer.Option()] = 2,
+    cnn_epochs: Annotated[int, typer.Option(help="Epochs of the demo's CNN (0: no CNN).")] = 4,
 ) -> None:
-    """The main job end to end: simulate gamma/pi0, reconstruct, train the BDT, write a report."""
+    """The main job end to end: simulate gamma/pi0, reconstruct, train the BDT and a small CNN,
+    write their reports."""
     from fastreco.demo import run_demo
 
-    report = run_demo(output, n_events=events, workers=workers)
-    console.print(f"report: [bold]{report}[/bold]")
+    report = run_demo(output, n_events=events, workers=workers, cnn_epochs=cnn_epochs)
+    console.print(f"BDT report: [bold]{report}[/bold]")
+    cnn_report = output / "cnn" / "report.html"
+    if cnn_epochs > 0 and cnn_report.exists():
+        console.print(f"CNN vs BDT report: [bold]{cnn_report}[/bold]")
 
 
 @app.command()

@@ -1,0 +1,142 @@
+"""HGCAL clustering speed: CLUE against the graph networks on the same events, PU 0 to 200.
+
+    python benchmarks/bench_gnn_clustering.py [--events 3] [--pileup 0 50 140 200]
+        [--threads 1] [--run runs/hgcal_clustering] [--json out.json]
+
+Per pileup, ``--events`` events of three close-by particles (gamma, e-, pi+ at 10-100 GeV) are
+simulated over the WHOLE endcap (no region of interest) and clustered by
+
+* CLUE: 2D CLUE per layer + the 3D linking (:func:`fastreco.reco.clue.cluster_event`, numba);
+* GravNet and EdgeConv with object condensation (PyTorch, ``torch.no_grad``, CPU threads
+  ``--threads``; the kNN graphs with scipy's cKDTree / chunked cdist), including the
+  condensation step. With ``--run`` the trained GravNet of that run folder is used (its size);
+  otherwise the default model sizes, untrained (speed does not depend on the weights).
+
+Columns: hits per event, ms per event, GNN / CLUE time ratio, peak extra resident memory of a
+call [MB] (``ru_maxrss`` growth, measured in a fresh subprocess per algorithm and pileup so one
+call's peak cannot hide another's). The last rows fit ``time ~ hits^p`` per algorithm (p = 1:
+linear). The model's ONNX export is not measured: its kNN graph is built outside the tensor
+program (see README).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from _common import report
+
+
+def _events(pileup: float, n: int, seed: int) -> list:
+    from fastreco.data.pointcloud import point_cloud_events
+    from fastreco.sim.hgcal import HgcalSimConfig, simulate_hgcal_batch
+
+    config = HgcalSimConfig(
+        particles=("gamma", "e-", "pi+"),
+        n_particles=3,
+        energy="10:100",
+        pileup=pileup,
+        min_separation=3.0,
+        max_separation=20.0,
+    )
+    return point_cloud_events(simulate_hgcal_batch(config, n, seed))
+
+
+def _algorithm(name: str, run: str | None):
+    import torch
+
+    from fastreco.data.pointcloud import N_FEATURES
+    from fastreco.evaluate.clustering import clue_labels, network_labels
+    from fastreco.models import build_model
+
+    if name == "CLUE":
+        return clue_labels
+    if name == "GravNet" and run:
+        from fastreco.train.clustering import load_clustering_model
+
+        module = load_clustering_model(run)
+    else:
+        module = build_model(name.lower(), (N_FEATURES,), 4).eval()
+    torch.manual_seed(0)
+    return lambda ev: network_labels(module, ev, t_beta=0.3, t_d=0.5)
+
+
+def measure(name: str, pileup: float, n: int, threads: int, run: str | None) -> dict:
+    """Time and peak memory of one algorithm at one pileup (run in a subprocess)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    events = _events(pileup, n + 1, seed=int(pileup) + 7)
+    algo = _algorithm(name, run)
+    algo(events[0])  # warm-up: numba compilation, allocator
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for ev in events[1:]:
+        start = time.perf_counter()
+        algo(ev)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "hits": float(np.mean([len(e) for e in events[1:]])),
+        "ms": 1e3 * float(np.mean(times)),
+        "peak_mb": (peak - base) / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=3)
+    parser.add_argument("--pileup", type=float, nargs="+", default=[0, 50, 140, 200])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--algorithms", nargs="+", default=["CLUE", "GravNet", "EdgeConv"])
+    parser.add_argument("--json")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, pu = args.child
+        print(json.dumps(measure(name, float(pu), args.events, args.threads, args.run)))
+        return
+    rows, fits = [], {}
+    for pu in args.pileup:
+        clue_ms = None
+        for name in args.algorithms:
+            cmd = [sys.executable, __file__, "--child", name, str(pu)]
+            cmd += ["--events", str(args.events), "--threads", str(args.threads)]
+            if args.run:
+                cmd += ["--run", args.run]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            m = json.loads(out.strip().splitlines()[-1])
+            clue_ms = m["ms"] if name == "CLUE" else clue_ms
+            fits.setdefault(name, []).append((m["hits"], m["ms"]))
+            rows.append(
+                {
+                    "pileup": pu,
+                    "algorithm": name,
+                    "hits/event": m["hits"],
+                    "ms/event": m["ms"],
+                    "x CLUE": m["ms"] / clue_ms if clue_ms else None,
+                    "peak MB": m["peak_mb"],
+                }
+            )
+    for name, points in fits.items():
+        hits, ms = np.array(points).T
+        if len(hits) >= 2:
+            p = float(np.polyfit(np.log(hits), np.log(ms), 1)[0])
+            rows.append({"pileup": "fit", "algorithm": name, "scaling exponent p": p})
+    report(f"HGCAL clustering, CLUE vs GNN ({args.threads} thread(s))", rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
