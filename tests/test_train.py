@@ -228,3 +228,20 @@ def test_ddp_on_two_cpu_processes(data_dir, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").exists()
     # each process sees half of the chunks (about 12 s on 2 cores: not marked slow)
     assert info["global_steps"] == math.ceil(STEPS_PER_EPOCH / 2)
+
+
+def test_augmentation_draws_new_flips_every_epoch_in_worker_processes(data_dir):
+    import torch
+
+    from fastreco.train.datasets import ChunkDataset, make_loader
+
+    dataset = ChunkDataset(data_dir, tiny_task(data_dir), "train", augment=True, seed=3)
+    loader = make_loader(dataset, shuffle=False, num_workers=1, persistent=False)
+    first = next(iter(loader))["x"]
+    again = next(iter(loader))["x"]
+    dataset.set_epoch(1)
+    second = next(iter(loader))["x"]
+    assert torch.equal(first, again)  # reproducible within an epoch
+    assert not torch.equal(first, second)
+    # flips only: the same images, summed over both axes
+    torch.testing.assert_close(first.sum(dim=(1, 2, 3)), second.sum(dim=(1, 2, 3)))

@@ -94,6 +94,9 @@ class ChunkDataset(torch.utils.data.Dataset):
         return len(self.chunks)
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw new augmentation flips for ``epoch`` (seeded by seed, epoch and chunk, so a
+        resumed run draws the same ones); worker processes see it when the loader re-creates
+        them at the start of the epoch (``make_loader(..., persistent=False)``)."""
         self.epoch = epoch
 
     def load(self, index: int) -> dict[str, np.ndarray]:
@@ -129,8 +132,11 @@ class ChunkDataset(torch.utils.data.Dataset):
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.load(index).items()}
 
 
-def make_loader(dataset: ChunkDataset, *, shuffle: bool, num_workers: int) -> Any:
-    """A DataLoader yielding the dataset's chunks as mini-batches."""
+def make_loader(
+    dataset: ChunkDataset, *, shuffle: bool, num_workers: int, persistent: bool = True
+) -> Any:
+    """A DataLoader yielding the dataset's chunks as mini-batches (``persistent``: keep the
+    worker processes between epochs; augmented datasets need fresh ones, see ``set_epoch``)."""
     if len(dataset) == 0:
         raise InputError(
             "no events in this split",
@@ -143,5 +149,5 @@ def make_loader(dataset: ChunkDataset, *, shuffle: bool, num_workers: int) -> An
         batch_size=None,
         shuffle=shuffle,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent and num_workers > 0,
     )

@@ -96,6 +96,18 @@ def write_run_info(run: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, run / "run.json")
 
 
+def _augmentation_epoch(dataset: Any) -> Any:
+    """A Lightning callback that draws new augmentation flips every epoch (the workers are
+    re-created after it, see :meth:`ChunkDataset.set_epoch`)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class AugmentationEpoch(Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            dataset.set_epoch(trainer.current_epoch)
+
+    return AugmentationEpoch()
+
+
 def train_task(
     task: TaskConfig | str | os.PathLike[str],
     *,
@@ -190,6 +202,7 @@ def train_task(
         ),
         EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"),
         LearningRateMonitor(logging_interval="epoch"),
+        _augmentation_epoch(train),
     ]
     trainer = L.Trainer(
         max_epochs=max_epochs or t.epochs,
@@ -206,7 +219,7 @@ def train_task(
     )
     trainer.fit(
         module,
-        make_loader(train, shuffle=True, num_workers=workers),
+        make_loader(train, shuffle=True, num_workers=workers, persistent=not train.augment),
         make_loader(val, shuffle=False, num_workers=min(workers, 1)),
         ckpt_path=str(last) if resume else None,
     )
