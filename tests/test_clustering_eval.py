@@ -107,3 +107,23 @@ training: {{epochs: 1, batch_size: 2, num_workers: 0}}
     assert rows["CLUE", 0.0]["efficiency"] == pytest.approx(1.0)
     assert rows["GNN", 200.0]["hits_per_event"] > rows["GNN", 0.0]["hits_per_event"]
     assert (run / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("n_hits", [0, 1])
+def test_empty_and_single_hit_events_are_handled(n_hits):
+    from fastreco.data.pointcloud import N_FEATURES
+    from fastreco.evaluate.clustering import clue_labels, network_labels
+    from fastreco.models import build_model
+
+    ev = _event([0] * n_hits, [5.0] * n_hits)
+    ev.features = np.zeros((n_hits, N_FEATURES), np.float32)
+    ev.position = np.tile(np.array([[10.0, 20.0, 330.0]], np.float32), (n_hits, 1))
+    model = build_model("gravnet", (N_FEATURES,), 4, hidden=8, blocks=1, k=4).eval()
+    labels, energy = network_labels(model, ev, t_beta=0.0, t_d=0.5)
+    assert labels.shape == (n_hits,)
+    assert len(energy) == (labels.max() + 1 if n_hits else 0)
+    clue = clue_labels(ev)
+    assert clue.shape == (n_hits,)
+    df, fakes = match_event(ev, labels, LOOSE)
+    assert len(df) == n_hits  # the one particle (5 GeV) counts when it has its hit
+    assert fakes == 0
