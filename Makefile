@@ -9,18 +9,34 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 TORCH_VERSION ?= 2.13.0
+# NVIDIA Triton Inference Server in its own environment: nvidia-pytriton bundles a tritonserver
+# binary that runs on the CPU, but pins numpy<2 and an older protobuf than .venv's. Only the binary
+# and its Python backend are used, with this environment's onnxruntime (fastreco.deploy.triton).
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
+TRITON_PACKAGES ?= nvidia-pytriton==0.7.0 onnxruntime>=1.17
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install triton-env demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of PyTorch first (a bare `torch` requirement could pull a multi-GB CUDA build)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# idempotent: reinstalls only when TRITON_PACKAGES changed (the stamp holds them)
+triton-env:
+	@if [ "$$(cat $(TRITON_STAMP) 2>/dev/null)" != "$(TRITON_PACKAGES)" ]; then \
+		set -e; \
+		test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV); \
+		$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip; \
+		$(TRITON_VENV)/bin/python -m pip install --quiet $(foreach p,$(TRITON_PACKAGES),"$(p)"); \
+		echo "$(TRITON_PACKAGES)" > $(TRITON_STAMP); \
+	fi
 
 demo: install
 	$(VENV)/bin/fastreco demo --output $(DEMO_OUT)
@@ -29,14 +45,14 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-test: lint
+test: lint triton-env
 	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-bench: install
+bench: install triton-env
 	$(PY) benchmarks/run_all.py --json benchmarks/results/latest.json
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

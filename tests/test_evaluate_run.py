@@ -200,3 +200,34 @@ def test_cli_export_and_reco_with_a_model(runs, tmp_path):
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out)
     assert {"event", "e5x5", "p_gamma", "p_pi0", "predicted"} <= set(df.columns)
+
+
+def test_reco_with_a_model_served_by_triton(runs, tmp_path):
+    """`fastreco reco --model RUN --server URL`: the batches go to a real Triton server and the
+    predictions equal local ONNX Runtime's."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from fastreco.cli import app
+    from fastreco.deploy.triton import TritonServer, TritonError, find_tritonserver
+    from fastreco.train.runner import load_run
+
+    try:
+        find_tritonserver()
+    except TritonError:
+        pytest.skip("tritonserver not installed: make triton-env")
+    runner = CliRunner()
+    repo = tmp_path / "repo"
+    result = runner.invoke(app, ["export", str(runs["pid"]), "--triton", str(repo)])
+    assert result.exit_code == 0, result.output
+    _, info = load_run(runs["pid"])
+    local, served = tmp_path / "local.parquet", tmp_path / "served.parquet"
+    args = ["reco", info["data_dir"], "--model", str(runs["pid"])]
+    assert runner.invoke(app, [*args, "-o", str(local)]).exit_code == 0
+    with TritonServer(repo) as server:
+        result = runner.invoke(app, [*args, "--server", server.http_url, "-o", str(served)])
+    assert result.exit_code == 0, result.output
+    a, b = pd.read_parquet(local), pd.read_parquet(served)
+    for column in ("p_e-", "p_gamma", "p_pi0"):
+        np.testing.assert_allclose(b[column], a[column], atol=1e-5)
+    assert (b["predicted"] == a["predicted"]).all()

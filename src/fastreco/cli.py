@@ -186,20 +186,23 @@ def reco(
     ] = "onnx",
     server: Annotated[
         str | None,
-        typer.Option("--server", help="Address of an inference server (instead of --model)."),
+        typer.Option(
+            "--server",
+            help="host:port of a Triton server (HTTP) serving --model (fastreco export --triton).",
+        ),
     ] = None,
 ) -> None:
     """Classical reconstruction: seed, 3x3/5x5 and connected clusters, shower shapes; with
     --model, also a trained model's predictions (ONNX Runtime by default)."""
     start = time.perf_counter()
-    if server is not None:
+    if server is not None and model is None:
         raise FastrecoError(
-            "--server: inference on a server is not available in this build; use --model RUN"
+            "--server needs --model RUN: the run folder gives the model's name and preprocessing"
         )
     if model is not None:
         from fastreco.deploy.inference import predict_store, write_parquet
 
-        df = predict_store(model, store, backend=backend)
+        df = predict_store(model, store, backend=backend, server=server)
         write_parquet(df, output)
     else:
         from fastreco.reco.pipeline import reconstruct
@@ -213,7 +216,7 @@ def reco(
         "events/s": f"{len(df) / max(elapsed, 1e-9):,.0f}",
     }
     if model is not None:
-        rows["model"] = f"{model} ({backend})"
+        rows["model"] = f"{model} ({'Triton at ' + server if server else backend})"
     _summary("reconstruction", rows)
 
 
@@ -392,6 +395,14 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Model file (default: RUN/model.onnx).")
     ] = None,
+    triton: Annotated[
+        Path | None,
+        typer.Option(
+            "--triton",
+            help="Also add the model to this Triton model repository, named after the run "
+            "folder (serve it with `fastreco serve`).",
+        ),
+    ] = None,
 ) -> None:
     """Export a trained run (ONNX + its preprocessing JSON, runnable without fastreco)."""
     from fastreco.deploy.onnx import preprocessing_path
@@ -399,10 +410,52 @@ def export(
 
     del onnx  # the only format so far; more register in fastreco.deploy.registry.EXPORTERS
     path = export_run(run, "onnx", output)
-    _summary(
-        f"exported {run}",
-        {"model": str(path), "preprocessing": str(preprocessing_path(path))},
-    )
+    rows: dict[str, object] = {"model": str(path), "preprocessing": str(preprocessing_path(path))}
+    if triton is not None:
+        from fastreco.deploy.triton import model_name, write_model_repository
+
+        rows["triton model"] = str(write_model_repository(path, triton, model_name(run)))
+    _summary(f"exported {run}", rows)
+
+
+@app.command()
+def serve(
+    repo: Annotated[
+        Path, typer.Argument(help="Triton model repository (`fastreco export RUN --triton REPO`).")
+    ],
+    port: Annotated[int, typer.Option("--port", help="HTTP port (0: a free one).")] = 8000,
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", help="gRPC port (0: a free one).")
+    ] = 8001,
+    host: Annotated[str, typer.Option(help="Address the endpoints bind to.")] = "127.0.0.1",
+) -> None:
+    """Serve a model repository with NVIDIA Triton Inference Server until Ctrl-C."""
+    import signal
+
+    from fastreco.deploy.triton import TritonError, TritonServer
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the server on SIGTERM too
+    try:
+        with TritonServer(repo, http_port=port, grpc_port=grpc_port, host=host) as server:
+            models = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
+            _summary(
+                "Triton Inference Server",
+                {
+                    "http": server.http_url,
+                    "grpc": server.grpc_url,
+                    "models": ", ".join(models),
+                    "log (while serving)": str(server.log_path),
+                },
+            )
+            console.print("serving until Ctrl-C")
+            while server.running:
+                time.sleep(0.5)
+            raise TritonError(f"tritonserver exited on its own:\n{server.log_errors()}")
+    except KeyboardInterrupt:
+        console.print("server stopped")
 
 
 def _summary(title: str, rows: dict[str, object]) -> None:

@@ -35,7 +35,7 @@ from fastreco.train.runner import best_checkpoint, load_run
 log = logging.getLogger(__name__)
 
 Backend = Literal["torch", "onnx"]
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "triton")
 
 #: A predictor maps model inputs (n, *input_shape) float32 to raw outputs (n, n_out) float32.
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -186,9 +186,18 @@ def make_predictor(
     *,
     device: str | torch.device | None = None,
     batch_size: int = 1024,
+    server: str | None = None,
 ) -> Predictor:
     """A predictor of a run's raw outputs with ``backend`` ``"onnx"`` (ONNX Runtime, exporting
-    ``RUN/model.onnx`` on the fly if needed) or ``"torch"`` (on :func:`select_device`)."""
+    ``RUN/model.onnx`` on the fly if needed), ``"torch"`` (on :func:`select_device`) or
+    ``"triton"`` (the run's model as served by the Triton server at ``server``, ``host:port``
+    of its HTTP endpoint, under the name ``fastreco export RUN --triton`` gave it)."""
+    if backend == "triton" or server is not None:
+        from fastreco.deploy.triton import ModelClient, model_name
+
+        if server is None:
+            raise InputError("the triton backend needs a server address", field="server")
+        return ModelClient(server.removeprefix("http://"), model_name(run_dir), "http").infer
     if backend == "torch":
         loaded = load_model(run_dir, device)
         return torch_predictor(loaded.model, loaded.device, batch_size)
@@ -235,8 +244,10 @@ def predict_store(
     *,
     batch_size: int = 10_000,
     device: str | torch.device | None = None,
+    server: str | None = None,
 ) -> pd.DataFrame:
-    """Predict every event of an event store with a trained run, beside the classical reco.
+    """Predict every event of an event store with a trained run, beside the classical reco
+    (``server``: send the batches to that Triton server instead, see :func:`make_predictor`).
 
     Returns:
         One row per event: ``event`` (global index), the columns of
@@ -250,7 +261,7 @@ def predict_store(
 
     task, info = load_run(run_dir)
     store = EventStore(store_path)
-    predictor = make_predictor(run_dir, backend, device=device)
+    predictor = make_predictor(run_dir, backend, device=device, server=server)
     expected = tuple(int(v) for v in info["input_shape"])
     frames = []
     first = 0
