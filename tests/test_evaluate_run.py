@@ -209,7 +209,7 @@ def test_reco_with_a_model_served_by_triton(runs, tmp_path):
     from typer.testing import CliRunner
 
     from fastreco.cli import app
-    from fastreco.deploy.triton import TritonServer, TritonError, find_tritonserver
+    from fastreco.deploy.triton import TritonError, TritonServer, find_tritonserver
     from fastreco.train.runner import load_run
 
     try:
