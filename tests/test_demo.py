@@ -23,7 +23,3 @@ def test_demo_writes_both_reports_on_the_same_test_events(tmp_path):
     for clf in cnn["classifiers"].values():
         assert 0.5 < clf["auc"] <= 1.0
     assert (tmp_path / "cnn" / "report.html").stat().st_size > 10_000
-    # a second run keeps the simulation and the trained CNN
-    mtime = (tmp_path / "cnn" / "checkpoints" / "best.ckpt").stat().st_mtime
-    run_demo(tmp_path, n_events=1000, workers=1, progress=False, cnn_epochs=1)
-    assert (tmp_path / "cnn" / "checkpoints" / "best.ckpt").stat().st_mtime == mtime

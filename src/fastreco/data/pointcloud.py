@@ -275,7 +275,8 @@ def _knn_dense(points: torch.Tensor, starts: np.ndarray, k: int, chunk: int = 40
         ev = points[a:b]
         m = min(k + 1, b - a)
         for c in range(0, b - a, chunk):
-            d = torch.cdist(ev[c : c + chunk], ev)  # (chunk, n_event)
+            # exact distances: the matrix-product shortcut flips near-ties between runs
+            d = torch.cdist(ev[c : c + chunk], ev, compute_mode="donot_use_mm_for_euclid_dist")
             idx = d.topk(m, largest=False).indices[:, 1:] + a
             if m - 1 < k:
                 own = torch.arange(a + c, a + c + len(idx), device=points.device)[:, None]
