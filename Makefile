@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of PyTorch first (a bare `torch` requirement could pull a multi-GB CUDA build)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[test,serve]"
+	$(PY) -m pip install --quiet -e ".[test,serve,fpga]"
 	touch $(STAMP)
 
 install: $(STAMP)

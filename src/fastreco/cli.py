@@ -403,8 +403,20 @@ def export(
             "folder (serve it with `fastreco serve`).",
         ),
     ] = None,
+    hls4ml: Annotated[
+        Path | None,
+        typer.Option(
+            "--hls4ml",
+            help="Also write an hls4ml project here and compile its bit-accurate C++ emulation.",
+        ),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="hls4ml fixed-point type of activations and accumulators.")
+    ] = "ap_fixed<16,6,AP_RND,AP_SAT>",
+    reuse_factor: Annotated[int, typer.Option(help="hls4ml reuse factor.")] = 1,
 ) -> None:
-    """Export a trained run (ONNX + its preprocessing JSON, runnable without fastreco)."""
+    """Export a trained run (ONNX + its preprocessing JSON, runnable without fastreco; a Triton
+    model repository; an hls4ml FPGA project)."""
     from fastreco.deploy.onnx import preprocessing_path
     from fastreco.deploy.registry import export_run
 
@@ -415,6 +427,12 @@ def export(
         from fastreco.deploy.triton import model_name, write_model_repository
 
         rows["triton model"] = str(write_model_repository(path, triton, model_name(run)))
+    if hls4ml is not None:
+        from fastreco.deploy.hls import export_hls, synthesis_command
+
+        project = export_hls(run, hls4ml, precision=precision, reuse_factor=reuse_factor)
+        rows["hls4ml project (emulation compiled)"] = str(project)
+        rows["synthesis (needs AMD Vitis HLS)"] = synthesis_command(project)
     _summary(f"exported {run}", rows)
 
 
