@@ -13,6 +13,10 @@ from fastreco.errors import FastrecoError
 from fastreco.models import build_model
 
 
+#: Relative energy error beyond which the regression loss grows linearly, not quadratically.
+REGRESSION_HUBER_DELTA = 0.1
+
+
 class NonFiniteLossError(FastrecoError):
     """Training produced a NaN or infinite loss."""
 
@@ -28,8 +32,8 @@ class TaskModule(L.LightningModule):
     """Wraps a model with its task's loss, metrics and optimizer.
 
     Loss: binary cross-entropy on one logit (two classes), cross-entropy (more classes), or, for
-    energy regression, the squared error of the predicted correction E_true / E_window (that is,
-    of the relative energy error).
+    energy regression, the Huber loss of the predicted correction E_true / E_window (that is, of
+    the relative energy error): squared within :data:`REGRESSION_HUBER_DELTA`, linear beyond.
     """
 
     def __init__(self, task_dict: dict[str, Any], input_shape: tuple[int, ...]) -> None:
@@ -45,7 +49,9 @@ class TaskModule(L.LightningModule):
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task.kind == "regression":
-            return nn.functional.mse_loss(out.squeeze(-1), y)
+            # Huber: squared inside +-10 % (the resolution core), linear beyond, so the few
+            # events whose window caught little of the energy (target >> 1) cannot dominate
+            return nn.functional.huber_loss(out.squeeze(-1), y, delta=REGRESSION_HUBER_DELTA)
         if out.shape[-1] == 1:
             return nn.functional.binary_cross_entropy_with_logits(out.squeeze(-1), y.float())
         return nn.functional.cross_entropy(out, y)
