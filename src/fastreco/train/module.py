@@ -12,7 +12,6 @@ from fastreco.config import TaskConfig
 from fastreco.errors import FastrecoError
 from fastreco.models import build_model
 
-
 #: Relative energy error beyond which the regression loss grows linearly, not quadratically.
 REGRESSION_HUBER_DELTA = 0.1
 
