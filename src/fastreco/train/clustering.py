@@ -238,10 +238,7 @@ def train_clustering(
     max_epochs: int | None = None,
 ) -> Path:
     """Train a clustering task's graph network; returns the run folder (see module docstring)."""
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from fastreco.train.runner import best_checkpoint, write_run_info
+    from fastreco.train.runner import best_checkpoint, make_trainer, write_run_info
 
     if not isinstance(task, ClusteringTaskConfig):
         task = ClusteringTaskConfig.load(task)
@@ -286,34 +283,13 @@ def train_clustering(
             value=task.data.events,
         )
     loader = torch.utils.data.DataLoader
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=run / "checkpoints",
-            filename="best",
-            monitor="val_loss",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        ModelCheckpoint(
-            dirpath=run / "checkpoints",
-            every_n_train_steps=10,
-            save_top_k=0,
-            save_last=True,
-            enable_version_counter=False,
-        ),
-        EarlyStopping(monitor="val_loss", patience=t.patience),
-        LearningRateMonitor(logging_interval="epoch"),
-    ]
-    trainer = L.Trainer(
-        max_epochs=max_epochs or t.epochs,
-        accelerator="auto",
+    trainer, best = make_trainer(
+        run,
+        t,
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        callbacks=callbacks,
-        logger=TensorBoardLogger(str(run), name="tb", version=""),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
+        max_epochs=max_epochs,
+        progress=progress,
+        checkpoint_every_n_steps=10,
         log_every_n_steps=5,
         gradient_clip_val=1.0,
     )
@@ -324,7 +300,6 @@ def train_clustering(
         ckpt_path=str(last) if resume else None,
     )
     if trainer.global_rank == 0:
-        best = callbacks[0]
         info.update(
             {
                 "best_checkpoint": str(best.best_model_path),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,65 @@ def _augmentation_epoch(dataset: Any) -> Any:
     return AugmentationEpoch()
 
 
+def make_trainer(
+    run: Path,
+    training: Any,
+    *,
+    devices: int = 1,
+    max_epochs: int | None = None,
+    progress: bool = True,
+    extra_callbacks: Sequence[Any] = (),
+    checkpoint_every_n_steps: int = 20,
+    log_every_n_steps: int = 10,
+    **trainer_kwargs: Any,
+) -> tuple[Any, Any]:
+    """The Lightning Trainer of every task kind, writing into the run folder ``run``:
+    ``checkpoints/best.ckpt`` (lowest ``val_loss``), ``checkpoints/last.ckpt`` every
+    ``checkpoint_every_n_steps`` steps (what ``--resume`` continues), early stopping with the
+    ``training`` config's patience, the learning rate and TensorBoard logs in ``tb/``, DDP when
+    ``devices > 1``, the config's time bound. Returns the trainer and its best-checkpoint
+    callback (``best_model_path``, ``best_model_score``)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    best = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    callbacks = [
+        best,
+        ModelCheckpoint(
+            dirpath=run / "checkpoints",
+            every_n_train_steps=checkpoint_every_n_steps,
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
+        ),
+        EarlyStopping(monitor="val_loss", patience=training.patience, mode="min"),
+        LearningRateMonitor(logging_interval="epoch"),
+        *extra_callbacks,
+    ]
+    trainer = L.Trainer(
+        max_epochs=max_epochs or training.epochs,
+        accelerator="auto",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        callbacks=callbacks,
+        logger=TensorBoardLogger(str(run), name="tb", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        max_time={"minutes": training.max_time_minutes} if training.max_time_minutes > 0 else None,
+        log_every_n_steps=log_every_n_steps,
+        **trainer_kwargs,
+    )
+    return trainer, best
+
+
 def train_task(
     task: TaskConfig | str | os.PathLike[str],
     *,
@@ -130,8 +190,6 @@ def train_task(
         max_epochs: override the config's number of epochs.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from fastreco.train.datasets import ChunkDataset, make_loader
     from fastreco.train.module import TaskModule
@@ -184,37 +242,15 @@ def train_task(
     train = ChunkDataset(store_dir, task, "train", augment=t.augment, seed=t.seed)
     val = ChunkDataset(store_dir, task, "val")
     workers = min(t.num_workers, max((os.cpu_count() or 1) // max(devices, 1), 0))
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=run / "checkpoints",
-            filename="best",
-            monitor="val_loss",
-            mode="min",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        ModelCheckpoint(
-            dirpath=run / "checkpoints",
-            every_n_train_steps=20,
-            save_top_k=0,
-            save_last=True,
-            enable_version_counter=False,
-        ),
-        EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"),
-        LearningRateMonitor(logging_interval="epoch"),
-        _augmentation_epoch(train),
-    ]
-    trainer = L.Trainer(
-        max_epochs=max_epochs or t.epochs,
-        accelerator="auto",
+    trainer, best = make_trainer(
+        run,
+        t,
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        callbacks=callbacks,
-        logger=TensorBoardLogger(str(run), name="tb", version=""),
+        max_epochs=max_epochs,
+        progress=progress,
+        extra_callbacks=[_augmentation_epoch(train)],
         deterministic=True,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
+        checkpoint_every_n_steps=20,
         log_every_n_steps=10,
     )
     trainer.fit(
@@ -224,7 +260,6 @@ def train_task(
         ckpt_path=str(last) if resume else None,
     )
     if trainer.global_rank == 0:
-        best = callbacks[0]
         info.update(
             {
                 "best_checkpoint": str(best.best_model_path),
