@@ -691,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fit_parameters=not args.no_fit_parameters,
         )
     except FastrecoError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     table = Table(
         title=f"hls4ml emulation vs PyTorch: {args.run} ({rows[0]['n']} test events, "

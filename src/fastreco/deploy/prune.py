@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
     except InputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
     out = args.output or args.run / "compression"
     out.mkdir(parents=True, exist_ok=True)

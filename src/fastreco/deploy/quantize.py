@@ -645,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 test=test,
             )
     except InputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
     write_json(report, out / "quantize.json")
     fmt = {
