@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,14 +95,44 @@ def simulate(
     Returns:
         ``out_dir``.
     """
+    return run_shards(
+        config,
+        out_dir,
+        detector="ecal",
+        missing=missing_shards,
+        simulate_one=simulate_shard,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
+
+
+def run_shards(
+    config: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    detector: str,
+    missing: Callable[[Any, Path], list[int]],
+    simulate_one: Callable[[Any, int, str | os.PathLike[str]], Path],
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> Path:
+    """The sharded, resumable run of any detector's simulation (ECAL: :func:`simulate`, HGCAL:
+    :func:`fastreco.sim.hgcal_engine.simulate_hgcal`).
+
+    ``config`` has ``n_shards``, ``n_events``, ``shard_events(i)`` and ``to_dict()``;
+    ``missing(config, out)`` lists the shards still to simulate and ``simulate_one(config, i,
+    out)`` writes shard ``i`` (a module-level function, so that dask can ship it to workers).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("shard-*.h5.tmp"):
         stale.unlink()  # leftovers of a killed run: never complete, safe to drop
-    todo = missing_shards(config, out)
+    todo = missing(config, out)
     run_file = out / RUN_FILE
     tmp = run_file.with_name(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps({"detector": "ecal", "config": config.to_dict()}, indent=2))
+    tmp.write_text(json.dumps({"detector": detector, "config": config.to_dict()}, indent=2))
     os.replace(tmp, run_file)
     total = config.n_shards
     done = total - len(todo)
@@ -117,7 +148,7 @@ def simulate(
         bar = Progress(transient=False)
         bar.start()
         task = bar.add_task(
-            f"simulate -> {out}",
+            f"simulate {detector} -> {out}",
             total=config.n_events,
             completed=sum(config.shard_events(i) for i in range(total) if i not in set(todo)),
         )
@@ -133,10 +164,10 @@ def simulate(
     try:
         if scheduler is None and workers <= 1:
             for index in todo:
-                simulate_shard(config, index, out)
+                simulate_one(config, index, out)
                 report(index)
         elif todo:
-            _run_dask(config, out, todo, workers, scheduler, report)
+            _run_dask(simulate_one, config, out, todo, workers, scheduler, report)
     finally:
         if bar is not None:
             bar.stop()
@@ -144,7 +175,8 @@ def simulate(
 
 
 def _run_dask(
-    config: SimConfig,
+    simulate_one: Callable[[Any, int, str | os.PathLike[str]], Path],
+    config: Any,
     out: Path,
     todo: list[int],
     workers: int,
@@ -168,7 +200,7 @@ def _run_dask(
         )
         client = Client(cluster)
     try:
-        futures = {client.submit(simulate_shard, config, i, str(out), pure=False): i for i in todo}
+        futures = {client.submit(simulate_one, config, i, str(out), pure=False): i for i in todo}
         for future in as_completed(futures):
             future.result()
             report(futures[future])

@@ -13,7 +13,6 @@ registry (importing this module, or :mod:`fastreco.geometry.hgcal`, registers it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -24,11 +23,11 @@ import numpy as np
 from fastreco.data.store import Shard, shard_path, write_shard
 from fastreco.errors import InputError
 from fastreco.geometry.hgcal import HgcalEndcap
+from fastreco.sim.engine import run_shards
 from fastreco.sim.hgcal import HgcalSimConfig, simulate_hgcal_batch
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 ENGINE = "fastreco.sim.hgcal"
 
 
@@ -105,86 +104,13 @@ def simulate_hgcal(
     Returns:
         ``out_dir``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("shard-*.h5.tmp"):
-        stale.unlink()  # leftovers of a killed run: never complete, safe to drop
-    todo = missing_hgcal_shards(config, out)
-    run_file = out / RUN_FILE
-    tmp = run_file.with_name(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps({"detector": "hgcal", "config": config.to_dict()}, indent=2))
-    os.replace(tmp, run_file)
-    total = config.n_shards
-    done = total - len(todo)
-    if todo:
-        log.info("simulating %d of %d HGCAL shards into %s", len(todo), total, out)
-    else:
-        log.info("all %d HGCAL shards already complete in %s", total, out)
-
-    bar = None
-    if progress is True:
-        from rich.progress import Progress
-
-        bar = Progress(transient=False)
-        bar.start()
-        task = bar.add_task(
-            f"simulate hgcal -> {out}",
-            total=config.n_events,
-            completed=sum(config.shard_events(i) for i in range(total) if i not in set(todo)),
-        )
-
-    def report(index: int) -> None:
-        nonlocal done
-        done += 1
-        if bar is not None:
-            bar.update(task, advance=config.shard_events(index))
-        elif callable(progress):
-            progress(done, total)
-
-    try:
-        if scheduler is None and workers <= 1:
-            for index in todo:
-                simulate_hgcal_shard(config, index, out)
-                report(index)
-        elif todo:
-            _run_dask(config, out, todo, workers, scheduler, report)
-    finally:
-        if bar is not None:
-            bar.stop()
-    return out
-
-
-def _run_dask(
-    config: HgcalSimConfig,
-    out: Path,
-    todo: list[int],
-    workers: int,
-    scheduler: str | None,
-    report: Callable[[int], None],
-) -> None:
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler is not None:
-        client = Client(scheduler)
-        cluster = None
-    else:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-    try:
-        futures = {
-            client.submit(simulate_hgcal_shard, config, i, str(out), pure=False): i for i in todo
-        }
-        for future in as_completed(futures):
-            future.result()
-            report(futures[future])
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    return run_shards(
+        config,
+        out_dir,
+        detector="hgcal",
+        missing=missing_hgcal_shards,
+        simulate_one=simulate_hgcal_shard,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
