@@ -21,6 +21,10 @@ rest to "other" (pileup, noise, other particles). For a truth particle ``p`` wit
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,12 +193,14 @@ def network_labels(
 
 @dataclasses.dataclass
 class AlgorithmResult:
-    """One algorithm on one set of events: matched particles, fakes and time per event."""
+    """One algorithm on one set of events: matched particles, fakes, time per event and the
+    cluster labels of each event's hits."""
 
     particles: pd.DataFrame
     fakes: list[int]
     seconds: list[float]
     hits: list[int]
+    labels: list[np.ndarray]
 
 
 def run_algorithms(
@@ -206,14 +212,12 @@ def run_algorithms(
     matching: MatchingConfig = MatchingConfig(),
 ) -> dict[str, AlgorithmResult]:
     """CLUE and the network (``module``; ``None`` leaves it out) on the same events."""
-    import time
-
     algos: dict[str, Any] = {"CLUE": lambda ev: (clue_labels(ev), None)}
     if module is not None:
         algos["GNN"] = lambda ev: network_labels(module, ev, t_beta=t_beta, t_d=t_d)
     results = {}
     for name, algo in algos.items():
-        parts, fakes, seconds = [], [], []
+        parts, fakes, seconds, all_labels = [], [], [], []
         for ev in events:
             start = time.perf_counter()
             labels, energy = algo(ev)
@@ -221,8 +225,13 @@ def run_algorithms(
             df, n_fake = match_event(ev, labels, matching, energy)
             parts.append(df)
             fakes.append(n_fake)
+            all_labels.append(labels)
         results[name] = AlgorithmResult(
-            pd.concat(parts, ignore_index=True), fakes, seconds, [len(e) for e in events]
+            pd.concat(parts, ignore_index=True),
+            fakes,
+            seconds,
+            [len(e) for e in events],
+            all_labels,
         )
     return results
 
@@ -246,23 +255,16 @@ def evaluate_clustering(
     merge, split and fake rates vs pileup and separation, response, time per event, an event
     display) into ``out_dir`` (default: the run folder).
     """
-    import dataclasses as dc
-    import json
-    import os
-    from pathlib import Path
-
     from rich.progress import track
 
     from fastreco.data.pointcloud import point_cloud_events
     from fastreco.evaluate.report import Report
     from fastreco.sim.hgcal import simulate_hgcal_batch
-    from fastreco.train.clustering import load_clustering_model
+    from fastreco.train.clustering import ClusteringTaskConfig, load_clustering_model
     from fastreco.train.runner import load_run_info
 
     run = Path(run_dir)
     info = load_run_info(run)
-    from fastreco.train.clustering import ClusteringTaskConfig
-
     task = ClusteringTaskConfig.load(run / "config.yaml")
     module = load_clustering_model(run)
     c = task.condensation
@@ -278,11 +280,15 @@ def evaluate_clustering(
 
     scans: dict[str, list[dict[str, Any]]] = {"pileup": [], "separation": []}
     kept: dict[str, Any] = {}
-    settings = [("pileup", float(p), dc.replace(base, pileup=float(p))) for p in pileups] + [
+    settings = [
+        ("pileup", float(p), dataclasses.replace(base, pileup=float(p))) for p in pileups
+    ] + [
         (
             "separation",
             float(d),
-            dc.replace(base, n_particles=2, min_separation=float(d), max_separation=float(d) + 1),
+            dataclasses.replace(
+                base, n_particles=2, min_separation=float(d), max_separation=float(d) + 1
+            ),
         )
         for d in separations
     ]
@@ -304,7 +310,7 @@ def evaluate_clustering(
         "trained_on": {"pileup": task.data.pileup, "n_train": info.get("n_train")},
         "n_events_per_point": n_events,
         "roi_radius_cm": task.data.roi_radius,
-        "matching": dc.asdict(MatchingConfig()),
+        "matching": dataclasses.asdict(MatchingConfig()),
         "pileup_scan": scans["pileup"],
         "separation_scan": scans["separation"],
     }
@@ -330,7 +336,7 @@ def evaluate_clustering(
     events, results = kept[max(kept)]
     report.add_section("Event display")
     report.add_figure(
-        _display(events[0], dict(zip(results, _labels_of(events[0], module, c), strict=True))),
+        _display(events[0], {name: res.labels[0] for name, res in results.items()}),
         f"One event at pileup {max(kept):g}: hits (x, z) coloured by truth particle and by each "
         "algorithm's clusters (grey: pileup / noise / unclustered)",
     )
@@ -348,10 +354,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(type(obj))
-
-
-def _labels_of(event: PointCloudEvent, module: Any, c: Any) -> list[np.ndarray]:
-    return [clue_labels(event), network_labels(module, event, t_beta=c.t_beta, t_d=c.t_d)[0]]
 
 
 def _rate_figure(df: pd.DataFrame, scan: str, xlabel: str) -> Any:

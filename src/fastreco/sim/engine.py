@@ -47,8 +47,9 @@ def simulate_shard(config: SimConfig, index: int, out_dir: str | os.PathLike[str
     return write_shard(shard_path(out_dir, index), batch, attrs)
 
 
-def _is_complete(path: Path, config: SimConfig, index: int) -> bool:
-    """True if ``path`` holds shard ``index`` of this very run; raises if it belongs to another."""
+def _is_complete(path: Path, key: str, n_events: int) -> bool:
+    """True if ``path`` holds a complete shard (``n_events``) of the run whose shard key is
+    ``key``; raises if it belongs to another run."""
     if not path.exists():
         return False
     try:
@@ -56,23 +57,31 @@ def _is_complete(path: Path, config: SimConfig, index: int) -> bool:
     except InputError as exc:
         log.warning("redoing unreadable shard %s (%s)", path, exc)
         return False
-    key = shard.attrs["generator"].get("shard_key")
-    if key != config.shard_key():
+    found = shard.attrs["generator"].get("shard_key")
+    if found != key:
         raise InputError(
             "the output directory holds shards of a different run (other particles, energies, "
-            "seed or detector settings); choose another --out or remove them",
+            "pileup, seed or detector settings); choose another output directory or remove them",
             source=path,
             field="shard_key",
-            value=key,
+            value=found,
         )
-    return shard.n_events == config.shard_events(index)
+    return shard.n_events == n_events
+
+
+def incomplete_shards(config: Any, out_dir: str | os.PathLike[str], key: str) -> list[int]:
+    """Indices of the shards of ``config`` (``n_shards``, ``shard_events(i)``) not yet complete
+    in ``out_dir``; ``key`` is the run's shard key."""
+    return [
+        i
+        for i in range(config.n_shards)
+        if not _is_complete(shard_path(out_dir, i), key, config.shard_events(i))
+    ]
 
 
 def missing_shards(config: SimConfig, out_dir: str | os.PathLike[str]) -> list[int]:
     """Indices of shards not yet complete in ``out_dir``."""
-    return [
-        i for i in range(config.n_shards) if not _is_complete(shard_path(out_dir, i), config, i)
-    ]
+    return incomplete_shards(config, out_dir, config.shard_key())
 
 
 def simulate(

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastreco.data.store import Shard, shard_path, write_shard
-from fastreco.errors import InputError
+from fastreco.data.store import shard_path, write_shard
 from fastreco.geometry.hgcal import HgcalEndcap
-from fastreco.sim.engine import run_shards
+from fastreco.sim.engine import incomplete_shards, run_shards
 from fastreco.sim.hgcal import HgcalSimConfig, simulate_hgcal_batch
 
 log = logging.getLogger(__name__)
@@ -53,35 +52,9 @@ def simulate_hgcal_shard(
     return write_shard(shard_path(out_dir, index), batch, attrs)
 
 
-def _is_complete(path: Path, config: HgcalSimConfig, index: int, key: str) -> bool:
-    """True if ``path`` holds shard ``index`` of this run; raises if it belongs to another."""
-    if not path.exists():
-        return False
-    try:
-        shard = Shard(path)
-    except InputError as exc:
-        log.warning("redoing unreadable shard %s (%s)", path, exc)
-        return False
-    found = shard.attrs["generator"].get("shard_key")
-    if found != key:
-        raise InputError(
-            "the output directory holds shards of a different run (other particles, energies, "
-            "pileup, seed or detector settings); choose another output directory or remove them",
-            source=path,
-            field="shard_key",
-            value=found,
-        )
-    return shard.n_events == config.shard_events(index)
-
-
 def missing_hgcal_shards(config: HgcalSimConfig, out_dir: str | os.PathLike[str]) -> list[int]:
     """Indices of the shards not yet complete in ``out_dir``."""
-    key = config.shard_key(HgcalEndcap())
-    return [
-        i
-        for i in range(config.n_shards)
-        if not _is_complete(shard_path(out_dir, i), config, i, key)
-    ]
+    return incomplete_shards(config, out_dir, config.shard_key(HgcalEndcap()))
 
 
 def simulate_hgcal(
