@@ -245,3 +245,35 @@ def test_augmentation_draws_new_flips_every_epoch_in_worker_processes(data_dir):
     assert not torch.equal(first, second)
     # flips only: the same images, summed over both axes
     torch.testing.assert_close(first.sum(dim=(1, 2, 3)), second.sum(dim=(1, 2, 3)))
+
+
+def test_regression_loss_weighs_errors_by_the_expected_resolution() -> None:
+    """A 1 % error at 100 GeV (~2.5 sigma) must cost more than a 1 % error at 2 GeV (~0.5 sigma),
+    and equal pulls must cost the same at every energy."""
+    import torch
+
+    from fastreco.config import TaskConfig
+    from fastreco.train.module import TaskModule, expected_resolution
+
+    sigma = expected_resolution(torch.tensor([2.0, 100.0]))
+    # test-beam terms: 2.8 %/sqrt(E) (+) 0.2 GeV/E (+) 0.3 %
+    assert float(sigma[0]) == pytest.approx(0.1020, rel=0.01)
+    assert float(sigma[1]) == pytest.approx(0.00457, rel=0.01)
+    task = TaskConfig.from_dict(
+        {"name": "e", "kind": "regression", "target": "energy", "classes": ["gamma"]}
+    )
+    module = TaskModule(task.to_dict(), (1, 7, 7))
+    y = torch.ones(2)
+    energy = torch.tensor([2.0, 100.0])
+    per_event = [
+        float(module.loss(torch.tensor([[1.01]]), y[i : i + 1], energy[i : i + 1]))
+        for i in range(2)
+    ]
+    assert per_event[1] > 10 * per_event[0]
+    same_pull = (1.0 + 0.5 * sigma)[:, None]
+    costs = [
+        float(module.loss(same_pull[i : i + 1], y[i : i + 1], energy[i : i + 1])) for i in range(2)
+    ]
+    assert costs[0] == pytest.approx(costs[1], rel=1e-4)
+    with pytest.raises(ValueError, match="true energy"):
+        module.loss(torch.tensor([[1.0]]), torch.ones(1))
