@@ -123,6 +123,8 @@ def simulate_hgcal_cmd(
     max_separation: Annotated[
         float | None, typer.Option(help="Close-by particles within this distance [cm].")
     ] = None,
+    eta_min: Annotated[float, typer.Option(help="Gun eta range (inside 1.5..3.0).")] = 1.7,
+    eta_max: Annotated[float, typer.Option()] = 2.7,
     events: Annotated[int, typer.Option("--events", "-n")] = 1000,
     seed: Annotated[int, typer.Option()] = 1,
     workers: Annotated[int, typer.Option(help="Local worker processes (dask).")] = 1,
@@ -130,7 +132,10 @@ def simulate_hgcal_cmd(
         str | None, typer.Option(help="Address of a dask scheduler, e.g. tcp://host:8786.")
     ] = None,
 ) -> None:
-    """Close-by particles with pileup in the HGCAL-like endcap (resumes a killed run)."""
+    """Close-by particles with pileup in the HGCAL-like endcap (resumes a killed run).
+
+    Single particles for energy regression: ``-p e- -p gamma -p pi+ -p pi- --n-particles 1
+    --energy log:10:500`` (add ``--pileup 140`` or ``200``)."""
     from fastreco.sim.hgcal import HgcalSimConfig
     from fastreco.sim.hgcal_engine import simulate_hgcal
 
@@ -141,6 +146,8 @@ def simulate_hgcal_cmd(
         pileup=pileup,
         min_separation=min_separation,
         max_separation=max_separation,
+        eta_min=eta_min,
+        eta_max=eta_max,
         n_events=events,
         seed=seed,
     )
@@ -153,6 +160,67 @@ def simulate_hgcal_cmd(
             "events": f"{events:,}",
             "shards": config.n_shards,
             "pileup": f"{pileup:g}",
+            "time": f"{time.perf_counter() - start:.1f} s",
+        },
+    )
+
+
+@simulate_app.command("lartpc")
+def simulate_lartpc_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", "--output", "-o", help="Output directory of HDF5 shards.")
+    ],
+    kind: Annotated[
+        list[str],
+        typer.Option(
+            "--kind",
+            "-k",
+            help="Event kind (repeat for a mix): neutrino, cosmic, muon, electron, photon, "
+            "proton, pion, pi0.",
+        ),
+    ] = ["neutrino"],  # noqa: B006
+    n_particles: Annotated[int, typer.Option(help="Gun particles per event (gun kinds).")] = 1,
+    energy: Annotated[
+        str | None, typer.Option(help="Gun kinetic energy [GeV]: '0.5', '0.1:1', 'log:0.05:2'.")
+    ] = None,
+    cosmics: Annotated[float, typer.Option(help="Mean overlaid cosmic muons per event.")] = 0.0,
+    wires: Annotated[int, typer.Option(help="Collection wires (480: one APA).")] = 480,
+    ticks: Annotated[int, typer.Option(help="Ticks of 0.5 us (6000: 3 ms).")] = 6000,
+    noise: Annotated[bool, typer.Option("--noise/--no-noise")] = True,
+    events: Annotated[int, typer.Option("--events", "-n")] = 100,
+    events_per_shard: Annotated[int, typer.Option()] = 50,
+    seed: Annotated[int, typer.Option()] = 1,
+    workers: Annotated[int, typer.Option(help="Local worker processes (dask).")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+) -> None:
+    """Events in a ProtoDUNE-like LArTPC collection plane (resumes a killed run)."""
+    from fastreco.sim.lartpc import LArTpcSimConfig
+    from fastreco.sim.lartpc_engine import simulate_lartpc
+
+    config = LArTpcSimConfig(
+        kind=tuple(kind),
+        n_particles=n_particles,
+        energy=energy,
+        cosmics=cosmics,
+        n_wires=wires,
+        n_ticks=ticks,
+        noise=noise,
+        n_events=events,
+        events_per_shard=events_per_shard,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    simulate_lartpc(config, out, workers=workers, scheduler=scheduler, progress=True)
+    _summary(
+        "LArTPC simulation",
+        {
+            "output": str(out),
+            "events": f"{events:,}",
+            "shards": config.n_shards,
+            "kinds": ", ".join(config.kind),
+            "plane": f"{wires} wires x {ticks} ticks",
             "time": f"{time.perf_counter() - start:.1f} s",
         },
     )
@@ -294,22 +362,37 @@ def train(
 def convert(
     source: Annotated[Path, typer.Argument(help="Event store or ROOT file.")],
     output: Annotated[Path, typer.Option("--output", "-o")],
-    to: Annotated[str, typer.Option(help="Target format: root | store.")] = "root",
+    to: Annotated[str, typer.Option(help="Target format: root | store | grid.")] = "root",
     branch_map: Annotated[
         Path | None,
         typer.Option(help="YAML/JSON mapping of fastreco fields to your ROOT branch names."),
     ] = None,
     tree: Annotated[str, typer.Option()] = "events",
+    pitch: Annotated[float, typer.Option(help="grid: pixel size [cm] on the front face.")] = 1.0,
+    window: Annotated[int, typer.Option(help="grid: window side [pixels].")] = 32,
+    layers: Annotated[
+        str | None, typer.Option(help="grid: layers, e.g. '0-25' or '0,2,4' (default all).")
+    ] = None,
+    cartesian: Annotated[
+        bool, typer.Option(help="grid: same pixel size in every layer (default projective).")
+    ] = False,
+    values: Annotated[str, typer.Option(help="grid: voxel content gev | mip | deposit.")] = "gev",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="grid: directory caching the overlap weights.")
+    ] = None,
 ) -> None:
-    """Convert between the HDF5 event store and ROOT TTrees (uproot)."""
+    """Convert between the HDF5 event store and ROOT TTrees (uproot), or an HGCAL store to
+    regular 3D grid windows (hexagonal cells by overlap area)."""
     from fastreco.data import root_io
 
     if to == "root":
         path = root_io.export_root(source, output, tree=tree)
     elif to == "store":
         path = root_io.import_root(source, output, tree=tree, branch_map=branch_map)
+    elif to == "grid":
+        path = _convert_grid(source, output, pitch, window, layers, cartesian, values, cache_dir)
     else:
-        raise FastrecoError(f"--to: unknown format '{to}'; choose 'root' or 'store'")
+        raise FastrecoError(f"--to: unknown format '{to}'; choose 'root', 'store' or 'grid'")
     console.print(f"wrote [bold]{path}[/bold]")
 
 
@@ -474,6 +557,58 @@ def serve(
             raise TritonError(f"tritonserver exited on its own:\n{server.log_errors()}")
     except KeyboardInterrupt:
         console.print("server stopped")
+
+
+def _parse_layers(text: str) -> tuple[int, ...]:
+    """'0-25' or '0,2,4-6' -> layer indices."""
+    from fastreco.errors import InputError
+
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InputError(
+            "expected e.g. '0-25' or '0,2,4-6'", source="--layers", value=text
+        ) from None
+    return tuple(out)
+
+
+def _convert_grid(
+    source: Path,
+    output: Path,
+    pitch: float,
+    window: int,
+    layers: str | None,
+    cartesian: bool,
+    values: str,
+    cache_dir: Path | None,
+) -> Path:
+    from rich.progress import Progress
+
+    from fastreco.data.grid_dataset import convert_to_grid
+    from fastreco.data.hexgrid import GridSpec
+    from fastreco.errors import InputError
+
+    if values not in ("gev", "mip", "deposit"):
+        raise InputError("choose gev, mip or deposit", source="--values", value=values)
+    spec = GridSpec(
+        pitch=pitch,
+        window=window,
+        layers=None if layers is None else _parse_layers(layers),
+        projective=not cartesian,
+    )
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("grid windows", total=None)
+        return convert_to_grid(
+            source,
+            output,
+            spec,
+            values=values,  # type: ignore[arg-type]
+            cache_dir=cache_dir,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _summary(title: str, rows: dict[str, object]) -> None:

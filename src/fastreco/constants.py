@@ -281,3 +281,83 @@ HGCAL_BEAMSPOT_SIGMA_Z = 4.5  # cm
 HGCAL_BEAMSPOT_SIGMA_T = 0.2  # ns
 CHARGED_PION_MASS = 0.13957039  # GeV [PDG-PP]
 MUON_MASS = 0.1056583755  # GeV [PDG-PP]
+
+# ================================================================================================
+# --- liquid-argon TPC (ProtoDUNE-SP-like collection plane) --------------------------------------
+# ================================================================================================
+# Sources of this section:
+# [PDG-AN]    (above) liquid argon entry: density, X0, E_c, lambda_I, I, <Z/A>, Sternheimer
+#             density-effect parameters.
+# [PDSP-TDR]  DUNE Collaboration, "The Single-Phase ProtoDUNE Technical Design Report",
+#             arXiv:1706.07081: APA wire pitch (4.79 mm collection), 480 collection wires per APA
+#             face, 2 MHz sampling, 500 V/cm drift field, 3.6 m drift, 12-bit ADC, cold
+#             electronics gain 14 mV/fC with 2 us shaping.
+# [PDSP-PERF] DUNE Collaboration, "First results on ProtoDUNE-SP liquid argon time projection
+#             chamber performance from a beam test at the CERN Neutrino Platform",
+#             JINST 15 (2020) P12004: collection baseline ~900 ADC, noise ~3-4 ADC (ENC ~550 e),
+#             coherent noise across the channels of one front-end board (48 collection wires).
+# [WALKOWIAK] W. Walkowiak, "Drift velocity of free electrons in liquid argon", NIM A 449 (2000)
+#             288: 1.6 mm/us at 500 V/cm and 87 K.
+# [ARGONEUT-R] ArgoNeuT Collaboration, "A study of electron recombination using highly ionizing
+#             particles in the ArgoNeuT LArTPC", JINST 8 (2013) P08005: modified box model.
+# [MIYAJIMA]  M. Miyajima et al., Phys. Rev. A 9 (1974) 1438: W_ion = 23.6 eV in liquid argon.
+# [LI-DIFF]   Y. Li et al., "Measurement of longitudinal electron diffusion in liquid argon",
+#             NIM A 816 (2016) 160 (D_L); transverse D_T from the LArSoft/dunetpc ProtoDUNE-SP
+#             simulation defaults (DiffusionTrans 8.8e-9 cm^2/ns).
+# [SUZUKI]    T. Suzuki, D.F. Measday, J.P. Roalsvig, "Total nuclear capture rates for negative
+#             muons", Phys. Rev. C 35 (1987) 2212: mu- lifetime in argon 537 ns.
+LAR_DENSITY = 1.396  # g/cm^3 [PDG-AN]
+LAR_Z_OVER_A = 0.45059  # <Z/A> [PDG-AN]
+LAR_MEAN_EXCITATION_ENERGY_EV = 188.0  # eV (I) [PDG-AN]
+LAR_RADIATION_LENGTH = 14.0  # cm (X0 = 19.55 g/cm^2 / 1.396) [PDG-AN]
+LAR_CRITICAL_ENERGY = 32.84e-3  # GeV, E_c for electrons [PDG-AN]
+LAR_NUCLEAR_INTERACTION_LENGTH = 85.77  # cm (lambda_I) [PDG-AN]
+LAR_DEDX_MIN = 2.105e-3  # GeV/cm (1.508 MeV cm^2/g * 1.396 g/cm^3) [PDG-AN]
+# Sternheimer density-effect parameters of liquid argon [PDG-AN]: -C, x0, x1, a, k, delta0.
+LAR_STERNHEIMER_C = 5.2146
+LAR_STERNHEIMER_X0 = 0.2000
+LAR_STERNHEIMER_X1 = 3.0000
+LAR_STERNHEIMER_A = 0.19559
+LAR_STERNHEIMER_K = 3.0000
+# Mean free path of photons before pair conversion: 9/7 X0 (= 18 cm) [PDG-PP sec. 34.4.2].
+LAR_PHOTON_CONVERSION_LENGTH = 9.0 / 7.0 * LAR_RADIATION_LENGTH
+# Below this energy photons Compton-scatter instead of converting (pair and Compton cross sections
+# cross near 10-20 MeV in argon [PDG-PP fig. 34.15]).
+LAR_PAIR_COMPTON_CROSSOVER = 10.0e-3  # GeV
+PROTON_MASS = 0.93827208816  # GeV [PDG-PP]
+MUON_LIFETIME_NS = 2196.9811  # ns, free muon [PDG-PP]
+MUON_MINUS_LIFETIME_AR_NS = 537.0  # ns, mu- bound in argon [SUZUKI]
+# Fraction of stopped mu- that decay (the rest are captured by the nucleus): tau_Ar / tau_free.
+MUON_MINUS_DECAY_FRACTION_AR = MUON_MINUS_LIFETIME_AR_NS / MUON_LIFETIME_NS
+CHARGED_PION_LIFETIME_NS = 26.033  # ns [PDG-PP]
+PION_DECAY_MUON_KINETIC = 4.12e-3  # GeV, mu+ from pi+ -> mu+ nu at rest (two-body) [PDG-PP]
+MICHEL_MAX_ENERGY = 52.83e-3  # GeV, m_mu / 2: end point of the Michel spectrum [PDG-PP]
+
+# --- ProtoDUNE-SP collection plane and readout [PDSP-TDR], [PDSP-PERF] ---------------------------
+LARTPC_WIRE_PITCH = 0.479  # cm, collection (X) wires [PDSP-TDR]
+LARTPC_N_WIRES = 480  # collection wires of one APA face [PDSP-TDR]
+LARTPC_TICK_NS = 500.0  # ns, 2 MHz digitization [PDSP-TDR]
+LARTPC_N_TICKS = 6000  # 3 ms readout window [PDSP-TDR]
+LARTPC_DRIFT_VELOCITY = 0.16  # cm/us at 500 V/cm [WALKOWIAK]
+LARTPC_DRIFT_FIELD = 0.5  # kV/cm [PDSP-TDR]
+LARTPC_WIRE_LENGTH = 600.0  # cm, APA height (the coordinate along the wires) [PDSP-TDR]
+LARTPC_ADC_MAX = 4095  # 12-bit ADC [PDSP-TDR]
+LARTPC_PEDESTAL = 900.0  # ADC, collection baseline [PDSP-PERF]
+# Electrons per ADC count at the peak of the shaped pulse: 14 mV/fC (6241.5 e/fC) and a 12-bit
+# ADC spanning ~1.8 V (0.44 mV/ADC) [PDSP-TDR] give 6241.5 / 14 * 0.44 = 196 e/ADC.
+LARTPC_ELECTRONS_PER_ADC = 196.0
+LARTPC_SHAPING_TIME_US = 2.0  # us, peaking time of the cold-electronics shaper [PDSP-TDR]
+LARTPC_NOISE_ADC = 2.5  # ADC rms, incoherent noise per channel and tick [PDSP-PERF] (~500 e ENC)
+LARTPC_COHERENT_NOISE_ADC = 1.0  # ADC rms, common to a front-end board's wires per tick [PDSP-PERF]
+LARTPC_COHERENT_GROUP = 48  # collection wires per front-end board [PDSP-PERF]
+# Zero suppression: pixels with ADC - pedestal >= this many total noise sigma are stored; at
+# 4 sigma (threshold 11 ADC) a 480 x 6000 plane keeps ~130 pure-noise pixels per event.
+LARTPC_ZS_SIGMA = 4.0
+
+# --- charge production and transport [ARGONEUT-R], [MIYAJIMA], [LI-DIFF] -------------------------
+LAR_W_ION_EV = 23.6  # eV per ionization electron [MIYAJIMA]
+LAR_BOX_ALPHA = 0.93  # modified box model alpha [ARGONEUT-R]
+LAR_BOX_BETA = 0.212  # (kV/cm)(g/cm^2)/MeV, modified box model beta [ARGONEUT-R]
+LAR_BOX_DENSITY = 1.383  # g/cm^3, density used in the ArgoNeuT fit [ARGONEUT-R]
+LAR_DIFFUSION_LONG = 4.0e-9  # cm^2/ns (4.0 cm^2/s) at 500 V/cm [LI-DIFF]
+LAR_DIFFUSION_TRANS = 8.8e-9  # cm^2/ns (8.8 cm^2/s) [LI-DIFF]

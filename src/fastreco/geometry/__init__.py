@@ -34,3 +34,7 @@ def detector_from_attrs(name: str, params: dict[str, Any]) -> Any:
 from fastreco.geometry.ecal_barrel import EcalBarrel  # noqa: E402  (registers itself)
 
 __all__ = ["DETECTORS", "Detector", "EcalBarrel", "detector_from_attrs"]
+
+from fastreco.geometry.lartpc import LArTpcPlane  # noqa: E402  (registers itself)
+
+__all__ += ["LArTpcPlane"]
