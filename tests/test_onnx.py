@@ -23,16 +23,20 @@ SHAPES = {
     "tmva-dnn": (1, 11, 11),
     "resnet-cnn": (2, 11, 11),
     "mlp": (13,),
+    "hgcal-cnn3d": (1, 6, 8, 8),
 }
 
 
 #: Point-cloud models take ``(x, batch)`` and build kNN graphs with scipy inside ``forward``:
 #: they run in PyTorch (tests/test_gnn.py), not through this exporter.
-GRAPH_MODELS = {"gravnet", "edgeconv"}
+GRAPH_MODELS = {"gravnet", "edgeconv", "hgcal-drn"}
+#: LArTPC pixel-ID models: per-pixel outputs and dynamic image sizes, their export and ONNX
+#: Runtime parity are tested in tests/test_lartpc_models.py.
+LARTPC_MODELS = {"lartpc-patch-cnn", "lartpc-unet"}
 
 
 def test_every_registered_model_is_tested():
-    assert set(MODELS.names()) <= set(SHAPES) | GRAPH_MODELS
+    assert set(MODELS.names()) <= set(SHAPES) | GRAPH_MODELS | LARTPC_MODELS
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,8 @@ def export_module(
     *,
     example_batch: int = 4,
     verify: bool = True,
+    dynamic_spatial: bool = False,
+    min_spatial: tuple[int, int] = (2, 2),
 ) -> Path:
     """Export ``model`` (put in eval mode, on the CPU) to ONNX with a dynamic batch axis.
 
@@ -78,7 +80,12 @@ def export_module(
         input_shape: shape of one input, without the batch axis.
         path: the ``.onnx`` file, written atomically.
         example_batch: batch of the example input (> 1, so the axis cannot be specialised).
-        verify: compare ONNX Runtime with PyTorch at batch sizes 1 and 3 (relative 1e-4).
+        verify: compare ONNX Runtime with PyTorch at batch sizes 1 and 3 (relative 1e-4), and
+            with ``dynamic_spatial`` also at another height and width.
+        dynamic_spatial: also make the last two axes (height, width) dynamic, for fully
+            convolutional models of whole images (``input_shape`` is then only the example's).
+        min_spatial: smallest (height, width) the exported graph must serve (with
+            ``dynamic_spatial``); a U-Net's pooling sets it (``PixelUNet.min_input_size``).
 
     Shapes:
         - **input** ``x``: (batch, *input_shape), float32
@@ -89,7 +96,10 @@ def export_module(
     model = model.cpu().eval()
     gen = torch.Generator().manual_seed(0)
     example = torch.rand((max(example_batch, 2), *input_shape), generator=gen)
-    batch = torch.export.Dim("batch", min=1)
+    dims = {0: torch.export.Dim("batch", min=1)}
+    if dynamic_spatial:
+        dims[len(input_shape) - 1] = torch.export.Dim("height", min=min_spatial[0])
+        dims[len(input_shape)] = torch.export.Dim("width", min=min_spatial[1])
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
     try:
         with _quiet_exporter():
@@ -100,7 +110,7 @@ def export_module(
                 dynamo=True,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},),
+                dynamic_shapes=(dims,),
                 external_data=False,
                 verbose=False,
             )
@@ -109,6 +119,9 @@ def export_module(
         tmp.unlink(missing_ok=True)
     if verify:
         check_onnx(path, model, input_shape, batch_sizes=(1, 3))
+        if dynamic_spatial:
+            other = (*input_shape[:-2], input_shape[-2] + 3, input_shape[-1] + 5)
+            check_onnx(path, model, other, batch_sizes=(1,))
     log.info("wrote %s", path)
     return path
 

@@ -16,7 +16,14 @@ from fastreco.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
 
-_BUILTIN = ("fastreco.models.cnn", "fastreco.models.dnn", "fastreco.models.gravnet")
+_BUILTIN = (
+    "fastreco.models.cnn",
+    "fastreco.models.dnn",
+    "fastreco.models.gravnet",
+    "fastreco.models.cnn3d",
+    "fastreco.models.drn",
+    "fastreco.models.lartpc",
+)
 
 
 def _load_builtin() -> None:

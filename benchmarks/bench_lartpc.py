@@ -1,0 +1,386 @@
+"""Whole-event pixel-ID inference on LArTPC images: patch CNN per hit vs once-per-event networks.
+
+    python benchmarks/bench_lartpc.py [--ticks 750,1500,3000,6000] [--occupancy 0.03]
+        [--batch 1024] [--max-patch-hits 8192] [--threads 1] [--json out.json]
+
+Events are synthetic (wires x ticks = 480 x N, ProtoDUNE-like up to 480 x 6000) with about
+``--occupancy`` of the pixels holding hits (straight tracks and blob-like showers). Per event:
+
+* ``patch CNN PyTorch`` / ``ORT``: 32 x 32 patches cut around every hit (the cut is included in
+  the time) and run through :class:`PatchCNN` in batches of ``--batch`` (PyTorch eager, and ONNX
+  Runtime on the exported model);
+* ``patch CNN ..., seed-like`` (batch 1): the one-patch-per-call loop, timed on ``--batch1-hits``
+  hits, for the seed-004-style ONNX Runtime vs PyTorch speed-up;
+* ``dense trunk + head at hits``: :meth:`DensePatchCNN.scores_at`, convolutional feature maps once
+  per event, dense layers only at the hits (exact, same scores as the patch CNN);
+* ``dense full map``: :class:`DensePatchCNN` scores for every pixel (exact, tiled along ticks);
+* ``U-Net PyTorch`` / ``ORT``: :class:`PixelUNet` on the whole event in one pass, at full
+  tick resolution and with its body on ticks binned by 4 (``U-Net ticks/4``, ``tick_factor=4``).
+
+Where a row says ``extrapolated``, it was timed on a part of the event and scaled linearly (per
+hit for the patch CNN, per pixel for the dense full map): the cost of these paths is linear in
+hits resp. pixels. ``max |d| vs patch`` is the largest score difference to the patch CNN at the
+timed hits. ``peak MB`` is the peak resident memory (RSS, psutil sampled every 2 ms) above the
+RSS before the call, after ``malloc_trim``; tracemalloc cannot see torch's allocations. The
+models are untrained (speed does not depend on the weights); one thread by default.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("COLUMNS", "230")  # the table is wide
+
+import argparse
+import ctypes
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+from _common import report
+from fastreco.deploy.inference import onnx_session
+from fastreco.deploy.onnx import INPUT_NAME, export_module
+from fastreco.models.lartpc import PatchCNN, PixelUNet, dense_patch_cnn
+
+N_WIRES = 480
+
+
+def synthetic_event(
+    rng: np.random.Generator, n_wires: int, n_ticks: int, occupancy: float
+) -> np.ndarray:
+    """(n_wires, n_ticks) float32 ADC: tracks (lines 1-3 pixels wide, drift-elongated) and
+    showers (Gaussian clouds of spots) added until ``occupancy`` of the pixels are hits."""
+    image = np.zeros((n_wires, n_ticks), np.float32)
+    target = occupancy * image.size
+    n_hits = 0
+    while n_hits < target:
+        if rng.random() < 0.6:
+            length = rng.uniform(50, 400)
+            angle = rng.uniform(0, 2 * np.pi)
+            t = np.arange(0, length, 0.5)
+            r = rng.uniform(0, n_wires) + t * np.sin(angle)
+            c = rng.uniform(0, n_ticks) + t * np.cos(angle) * 3.0  # ticks finer than wires
+            width = int(rng.integers(1, 4))
+            r = np.repeat(r, width)
+            c = np.repeat(c, width) + np.tile(np.arange(width), len(t))
+            adc = rng.uniform(40, 150, len(r))
+        else:
+            n_spots = int(rng.integers(200, 1500))
+            centre = rng.uniform((0, 0), (n_wires, n_ticks))
+            spread = rng.uniform(4, 15) * np.array([1.0, 3.0])
+            r, c = (centre + rng.normal(0, 1, (n_spots, 2)) * spread).T
+            adc = rng.lognormal(3.5, 0.8, n_spots)
+        r, c = np.round(r).astype(int), np.round(c).astype(int)
+        ok = (r >= 0) & (r < n_wires) & (c >= 0) & (c < n_ticks)
+        image[r[ok], c[ok]] = adc[ok]
+        n_hits = int(np.count_nonzero(image))
+    return image
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds x 2 of every Conv2d, ConvTranspose2d and Linear in ``model(x)``."""
+    total = 0
+
+    def hook(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, torch.nn.Conv2d):
+            macs = mod.in_channels // mod.groups * np.prod(mod.kernel_size) * out.numel()
+        elif isinstance(mod, torch.nn.ConvTranspose2d):
+            macs = mod.out_channels * np.prod(mod.kernel_size) * inp[0].numel()
+        else:
+            macs = mod.in_features * out.numel()
+        total += 2 * int(macs)
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    with torch.inference_mode():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return total
+
+
+_LIBC = ctypes.CDLL("libc.so.6") if os.name == "posix" else None
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(seconds, peak RSS MB above the RSS before the call, result) of one call of ``fn``."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    peak = max(peak, proc.memory_info().rss)
+    return elapsed, (peak - base) / 1e6, result
+
+
+def patch_scores(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    size: int,
+    batch: int,
+) -> torch.Tensor:
+    """(n, 4) scores of ``run`` on zero-padded size x size patches cut around each hit."""
+    before = size // 2
+    padded = F.pad(image, (before, size - 1 - before, before, size - 1 - before))
+    offsets = torch.arange(size)
+    out = []
+    for lo in range(0, len(rows), batch):
+        r = rows[lo : lo + batch, None] + offsets
+        c = cols[lo : lo + batch, None] + offsets
+        patches = padded[r[:, :, None], c[:, None, :]][:, None]  # (b, 1, size, size)
+        out.append(run(patches))
+    return torch.cat(out)
+
+
+def _row(
+    event: str,
+    hits: int,
+    method: str,
+    batch: object,
+    seconds: float,
+    gflop: float,
+    peak_mb: float,
+    diff: float,
+    note: str,
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "hits": hits,
+        "method": method,
+        "batch": batch,
+        "ms/event": 1e3 * seconds,
+        "GFLOP/event": gflop,
+        "peak MB": "" if np.isnan(peak_mb) else round(peak_mb),
+        "max |d| vs patch": "" if np.isnan(diff) else f"{diff:.1e}",
+        "note": note,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ticks", default="750,1500,3000,6000", help="event sizes, 480 x N")
+    parser.add_argument("--occupancy", type=float, default=0.03)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--max-patch-hits", type=int, default=8192)
+    parser.add_argument("--batch1-hits", type=int, default=300)
+    parser.add_argument("--dense-map-ticks", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(7)
+    size = args.patch
+    cpu = ["CPUExecutionProvider"]
+
+    torch.manual_seed(0)
+    patch_cnn = PatchCNN((1, size, size)).eval()
+    dense = dense_patch_cnn(patch_cnn)
+    unets = {"U-Net": PixelUNet().eval(), "U-Net ticks/4": PixelUNet(tick_factor=4).eval()}
+    unet_ort = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_module(patch_cnn, (1, size, size), Path(tmp) / "patch.onnx")
+        patch_ort = onnx_session(path, threads=args.threads, providers=cpu)
+        for i, (name, unet) in enumerate(unets.items()):
+            path = export_module(
+                unet,
+                (1, 64, 96),
+                Path(tmp) / f"u{i}.onnx",
+                dynamic_spatial=True,
+                min_spatial=unet.min_input_size,
+            )
+            unet_ort[name] = onnx_session(path, threads=args.threads, providers=cpu)
+
+    def torch_patch(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return patch_cnn(x)
+
+    def ort_patch(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(patch_ort.run(None, {INPUT_NAME: x.numpy()})[0])
+
+    def torch_unet(name: str, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return unets[name](x)
+
+    def ort_unet(name: str, x: torch.Tensor) -> np.ndarray:
+        return unet_ort[name].run(None, {INPUT_NAME: x.numpy()})[0]
+
+    probe = torch.zeros(1, 1, 64, 64)
+    flops_patch = count_flops(patch_cnn, torch.zeros(1, 1, size, size))
+    flops_dense_px = count_flops(dense, probe) / probe.numel()
+    flops_trunk_px = count_flops(dense.trunk, F.pad(probe, (0, size - 1) * 2)) / probe.numel()
+    flops_head_hit = flops_dense_px - flops_trunk_px
+    flops_unet_px = {name: count_flops(u, probe) / probe.numel() for name, u in unets.items()}
+
+    # warm-up of every path on a small event (allocators, ORT arenas, oneDNN kernels)
+    warm = torch.from_numpy(synthetic_event(rng, N_WIRES, 256, args.occupancy))
+    wr, wc = torch.nonzero(warm, as_tuple=True)
+    for run in (torch_patch, ort_patch):
+        patch_scores(run, warm, wr[:2048], wc[:2048], size, args.batch)
+    dense.scores_at(warm, wr, wc)
+    dense.score_map(warm[None, None])
+    for name in unets:
+        torch_unet(name, warm[None, None])
+        ort_unet(name, warm[None, None])
+
+    # seed-like per-patch loop (batch 1): ONNX Runtime vs PyTorch, extrapolated per hit
+    n1 = min(args.batch1_hits, len(wr))
+    t_b1 = {
+        "PyTorch": measure(partial(patch_scores, torch_patch, warm, wr[:n1], wc[:n1], size, 1))[0],
+        "ONNX Runtime": measure(partial(patch_scores, ort_patch, warm, wr[:n1], wc[:n1], size, 1))[
+            0
+        ],
+    }
+    # dense full map: cost per pixel from one 480 x dense-map-ticks slice
+    sample = torch.from_numpy(synthetic_event(rng, N_WIRES, args.dense_map_ticks, args.occupancy))
+    t_map, mem_map, _ = measure(partial(dense.score_map, sample[None, None], tile=256))
+    map_note = f"extrapolated per pixel from {N_WIRES}x{args.dense_map_ticks}"
+
+    rows: list[dict[str, Any]] = []
+    for n_ticks in (int(t) for t in args.ticks.split(",")):
+        image = torch.from_numpy(synthetic_event(rng, N_WIRES, n_ticks, args.occupancy))
+        hr, hc = torch.nonzero(image, as_tuple=True)
+        n_hits, n_px = len(hr), image.numel()
+        sub = torch.from_numpy(rng.permutation(n_hits)[: args.max_patch_hits])
+        sr, sc = hr[sub], hc[sub]
+        scale = n_hits / len(sub)
+        extrap = f"extrapolated per hit from {len(sub):,} hits" if scale > 1 else ""
+        event = f"{N_WIRES}x{n_ticks}"
+        gflop_patch = flops_patch * n_hits / 1e9
+        new: list[dict[str, Any]] = []
+
+        t, mem, ref = measure(partial(patch_scores, torch_patch, image, sr, sc, size, args.batch))
+        new.append(
+            _row(
+                event,
+                n_hits,
+                "patch CNN PyTorch",
+                args.batch,
+                t * scale,
+                gflop_patch,
+                mem,
+                0.0,
+                extrap,
+            )
+        )
+        t, mem, got = measure(partial(patch_scores, ort_patch, image, sr, sc, size, args.batch))
+        new.append(
+            _row(
+                event,
+                n_hits,
+                "patch CNN ONNX Runtime",
+                args.batch,
+                t * scale,
+                gflop_patch,
+                mem,
+                float((got - ref).abs().max()),
+                extrap,
+            )
+        )
+        for backend, seconds in t_b1.items():
+            new.append(
+                _row(
+                    event,
+                    n_hits,
+                    f"patch CNN {backend}, seed-like",
+                    1,
+                    seconds / n1 * n_hits,
+                    gflop_patch,
+                    float("nan"),
+                    float("nan"),
+                    f"extrapolated per hit from {n1} hits",
+                )
+            )
+        t, mem, got = measure(partial(dense.scores_at, image, hr, hc, tile=1024))
+        gflop = (flops_trunk_px * n_px + flops_head_hit * n_hits) / 1e9
+        new.append(
+            _row(
+                event,
+                n_hits,
+                "dense trunk + head at hits (exact)",
+                "event",
+                t,
+                gflop,
+                mem,
+                float((got[sub] - ref).abs().max()),
+                "",
+            )
+        )
+        new.append(
+            _row(
+                event,
+                n_hits,
+                "dense full map (exact)",
+                "event",
+                t_map / sample.numel() * n_px,
+                flops_dense_px * n_px / 1e9,
+                mem_map,
+                float("nan"),
+                map_note,
+            )
+        )
+        for name in unets:
+            for backend, run in (("PyTorch", torch_unet), ("ONNX Runtime", ort_unet)):
+                t, mem, _ = measure(partial(run, name, image[None, None]))
+                new.append(
+                    _row(
+                        event,
+                        n_hits,
+                        f"{name} {backend}",
+                        "event",
+                        t,
+                        flops_unet_px[name] * n_px / 1e9,
+                        mem,
+                        float("nan"),
+                        "other network",
+                    )
+                )
+        base = {r["method"]: r["ms/event"] for r in new}
+        for row in new:
+            row["patch PT / this"] = base["patch CNN PyTorch"] / row["ms/event"]
+            row["patch ORT / this"] = base["patch CNN ONNX Runtime"] / row["ms/event"]
+            row["note"] = row.pop("note")  # last column
+        rows += new
+        print(f"done {event}: {n_hits:,} hits", flush=True)
+
+    report(
+        f"LArTPC pixel ID per event ({args.threads} thread(s), occupancy {args.occupancy:.0%}, "
+        f"{size}x{size} patches; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
+        f"{flops_dense_px / 1e3:.0f} kFLOP/pixel, U-Net "
+        + ", ".join(f"{n} {f / 1e3:.1f}" for n, f in flops_unet_px.items())
+        + " kFLOP/pixel)",
+        rows,
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
