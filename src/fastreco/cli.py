@@ -427,7 +427,11 @@ def evaluate(
         Path | None, typer.Option("--output", "-o", help="Output folder (default: the run).")
     ] = None,
     events: Annotated[
-        int, typer.Option(help="Clustering runs: fresh events per pileup / separation point.")
+        int,
+        typer.Option(
+            help="Clustering runs: fresh events per pileup / separation point; pixel-ID runs: "
+            "test events evaluated (at most)."
+        ),
     ] = 40,
 ) -> None:
     """Evaluate a run on its test split: RUN/metrics.json and RUN/report.html (clustering runs:
@@ -448,6 +452,17 @@ def evaluate(
         rows["report"] = metrics["outputs"]["report"]
         rows["time"] = f"{time.perf_counter() - start:.0f} s"
         _summary(f"evaluation of {run}", rows)
+        return
+    if kind == "pixel_id":
+        metrics = evaluate(run, compare=compare or (), out_dir=output, n_events=events)
+        _summary(
+            f"evaluation of {run}",
+            {
+                **metrics["summary"],
+                "report": metrics["outputs"]["report"],
+                "time": f"{time.perf_counter() - start:.0f} s",
+            },
+        )
         return
     metrics = evaluate(run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output)
     rows: dict[str, object] = {}
