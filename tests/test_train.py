@@ -275,5 +275,12 @@ def test_regression_loss_weighs_errors_by_the_expected_resolution() -> None:
         float(module.loss(same_pull[i : i + 1], y[i : i + 1], energy[i : i + 1])) for i in range(2)
     ]
     assert costs[0] == pytest.approx(costs[1], rel=1e-4)
+    # an event whose window missed 90 % of the energy pulls as hard at 100 GeV as at 2 GeV
+    grads = []
+    for i in range(2):
+        out = torch.tensor([[0.1]], requires_grad=True)
+        module.loss(out, y[i : i + 1], energy[i : i + 1]).backward()
+        grads.append(float(out.grad))
+    assert grads[1] == pytest.approx(grads[0], rel=0.15)
     with pytest.raises(ValueError, match="true energy"):
         module.loss(torch.tensor([[1.0]]), torch.ones(1))
