@@ -64,7 +64,7 @@ def simulate_ecal(
     seed: Annotated[int, typer.Option()] = 1,
     eta_max: Annotated[float, typer.Option(help="Guns are uniform in |eta| < eta_max.")] = 1.4,
     events_per_shard: Annotated[int, typer.Option()] = 5_000,
-    vertex_sigma_z: Annotated[float, typer.Option(help="Beam-spot length [cm], 0 = off.")] = 0.0,
+    vertex_sigma_z: Annotated[float, typer.Option(help="Beam-spot length (cm), 0 = off.")] = 0.0,
     material_scale: Annotated[
         float, typer.Option(help="Scale of the tracker material budget (0 = no conversions).")
     ] = 1.0,
@@ -121,7 +121,7 @@ def simulate_hgcal_cmd(
     ] = 0.0,
     min_separation: Annotated[float, typer.Option(help="cm on the front face.")] = 0.0,
     max_separation: Annotated[
-        float | None, typer.Option(help="Close-by particles within this distance [cm].")
+        float | None, typer.Option(help="Close-by particles within this distance (cm).")
     ] = None,
     eta_min: Annotated[float, typer.Option(help="Gun eta range (inside 1.5..3.0).")] = 1.7,
     eta_max: Annotated[float, typer.Option()] = 2.7,
@@ -181,7 +181,7 @@ def simulate_lartpc_cmd(
     ] = ["neutrino"],  # noqa: B006
     n_particles: Annotated[int, typer.Option(help="Gun particles per event (gun kinds).")] = 1,
     energy: Annotated[
-        str | None, typer.Option(help="Gun kinetic energy [GeV]: '0.5', '0.1:1', 'log:0.05:2'.")
+        str | None, typer.Option(help="Gun kinetic energy (GeV): '0.5', '0.1:1', 'log:0.05:2'.")
     ] = None,
     cosmics: Annotated[float, typer.Option(help="Mean overlaid cosmic muons per event.")] = 0.0,
     wires: Annotated[int, typer.Option(help="Collection wires (480: one APA).")] = 480,
@@ -368,8 +368,8 @@ def convert(
         typer.Option(help="YAML/JSON mapping of fastreco fields to your ROOT branch names."),
     ] = None,
     tree: Annotated[str, typer.Option()] = "events",
-    pitch: Annotated[float, typer.Option(help="grid: pixel size [cm] on the front face.")] = 1.0,
-    window: Annotated[int, typer.Option(help="grid: window side [pixels].")] = 32,
+    pitch: Annotated[float, typer.Option(help="grid: pixel size (cm) on the front face.")] = 1.0,
+    window: Annotated[int, typer.Option(help="grid: window side (pixels).")] = 32,
     layers: Annotated[
         str | None, typer.Option(help="grid: layers, e.g. '0-25' or '0,2,4' (default all).")
     ] = None,
@@ -430,9 +430,23 @@ def evaluate(
         int,
         typer.Option(
             help="Clustering runs: fresh events per pileup / separation point; pixel-ID runs: "
-            "test events evaluated (at most)."
+            "test events evaluated (at most); HGCAL regression runs: fresh events per pileup "
+            "point."
         ),
     ] = 40,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Also write deployment.html: size, accuracy and speed of PyTorch, ONNX Runtime "
+            "fp32/int8, Triton and the fixed-point emulation, from the deployment tools' "
+            "outputs under RUN (and --deploy-dir).",
+        ),
+    ] = False,
+    deploy_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder of deployment outputs (repeatable; implies --deployment)."),
+    ] = None,
 ) -> None:
     """Evaluate a run on its test split: RUN/metrics.json and RUN/report.html (clustering runs:
     CLUE against the network on fresh events at each pileup and separation)."""
@@ -453,7 +467,7 @@ def evaluate(
         rows["time"] = f"{time.perf_counter() - start:.0f} s"
         _summary(f"evaluation of {run}", rows)
         return
-    if kind == "pixel_id":
+    if kind in ("pixel_id", "hgcal_regression"):
         metrics = evaluate(run, compare=compare or (), out_dir=output, n_events=events)
         _summary(
             f"evaluation of {run}",
@@ -479,6 +493,10 @@ def evaluate(
             )
             rows[f"{cls} {row['e_low']:.3g}-{row['e_high']:.3g} GeV: σ/σ(oracle)"] = text or "-"
     rows["report"] = metrics["outputs"]["report"]
+    if deployment or deploy_dir:
+        from fastreco.evaluate.deployment import deployment_report
+
+        rows["deployment page"] = str(deployment_report(run, deploy_dir or (), output))
     rows["time"] = f"{time.perf_counter() - start:.0f} s"
     _summary(f"evaluation of {run}", rows)
 
@@ -508,17 +526,49 @@ def export(
             help="Also write an hls4ml project here and compile its bit-accurate C++ emulation.",
         ),
     ] = None,
+    conifer: Annotated[
+        Path | None,
+        typer.Option(
+            "--conifer",
+            help="RUN is a BDT folder (`fastreco baseline train`): write its conifer FPGA "
+            "project here, compile the emulation and compare it with scikit-learn.",
+        ),
+    ] = None,
     precision: Annotated[
-        str, typer.Option(help="hls4ml fixed-point type of activations and accumulators.")
-    ] = "ap_fixed<16,6,AP_RND,AP_SAT>",
+        str | None,
+        typer.Option(
+            help="Fixed-point type: of hls4ml's activations and accumulators (default "
+            "ap_fixed<16,6,AP_RND,AP_SAT>), or of conifer's inputs, thresholds and scores "
+            "(default ap_fixed<18,8>)."
+        ),
+    ] = None,
     reuse_factor: Annotated[int, typer.Option(help="hls4ml reuse factor.")] = 1,
 ) -> None:
     """Export a trained run (ONNX + its preprocessing JSON, runnable without fastreco; a Triton
-    model repository; an hls4ml FPGA project)."""
+    model repository; an hls4ml FPGA project) or a BDT folder (a conifer FPGA project)."""
     from fastreco.deploy.onnx import preprocessing_path
     from fastreco.deploy.registry import export_run
 
     del onnx  # the only format so far; more register in fastreco.deploy.registry.EXPORTERS
+    if conifer is not None:  # a BDT folder: no network to export
+        import json
+
+        from fastreco.deploy import bdt_fpga
+
+        project = bdt_fpga.export_bdt_fpga(
+            run, conifer, precision=precision or bdt_fpga.DEFAULT_PRECISION
+        )
+        agreement = json.loads((project / bdt_fpga.AGREEMENT_FILE).read_text(encoding="utf-8"))
+        rows_bdt = {
+            "conifer project (emulation compiled)": str(project),
+            "emulation vs scikit-learn": f"max |Δ score| {agreement['max_abs_diff']:.4f}, same "
+            f"decision {agreement['same_decision']:.2%}, AUC "
+            f"{agreement.get('auc_emulation', float('nan')):.4f} (float "
+            f"{agreement.get('auc_float', float('nan')):.4f})",
+            "synthesis (needs AMD Vitis HLS)": bdt_fpga.synthesis_command(project),
+        }
+        _summary(f"exported {run}", rows_bdt)
+        return
     path = export_run(run, "onnx", output)
     rows: dict[str, object] = {"model": str(path), "preprocessing": str(preprocessing_path(path))}
     if triton is not None:
@@ -528,7 +578,12 @@ def export(
     if hls4ml is not None:
         from fastreco.deploy.hls import export_hls, synthesis_command
 
-        project = export_hls(run, hls4ml, precision=precision, reuse_factor=reuse_factor)
+        project = export_hls(
+            run,
+            hls4ml,
+            precision=precision or "ap_fixed<16,6,AP_RND,AP_SAT>",
+            reuse_factor=reuse_factor,
+        )
         rows["hls4ml project (emulation compiled)"] = str(project)
         rows["synthesis (needs AMD Vitis HLS)"] = synthesis_command(project)
     _summary(f"exported {run}", rows)

@@ -653,7 +653,8 @@ def check_run(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastreco.deploy.hls RUN --output OUT [--precision P]... [--reuse-factor R]``:
     export a run with hls4ml at each precision, compile, and print the agreement with PyTorch
-    on test events (rich table). Returns the exit code (2 on a user error)."""
+    on test events (rich table); writes the rows to ``OUT/hls_scan.json`` (read by
+    :mod:`fastreco.evaluate.deployment`). Returns the exit code (2 on a user error)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -693,6 +694,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastrecoError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
+    scan = {
+        "run": args.run,
+        "reuse_factor": args.reuse_factor,
+        "io_type": args.io_type,
+        "rows": rows,
+    }
+    (Path(args.output) / "hls_scan.json").write_text(  # read by fastreco.evaluate.deployment
+        json.dumps(scan, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     table = Table(
         title=f"hls4ml emulation vs PyTorch: {args.run} ({rows[0]['n']} test events, "
         f"reuse factor {args.reuse_factor}, {args.io_type}, {args.backend}, parameters "

@@ -19,7 +19,7 @@ Exporter = Callable[..., Path]
 
 EXPORTERS: Registry[Exporter] = Registry("exporter")
 
-_BUILTIN = ("fastreco.deploy.onnx", "fastreco.deploy.hls")
+_BUILTIN = ("fastreco.deploy.onnx", "fastreco.deploy.hls", "fastreco.deploy.bdt_fpga")
 
 
 def _load_builtin() -> None:
