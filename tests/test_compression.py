@@ -242,6 +242,26 @@ def test_fake_quantized_model_is_close_at_8_bits_and_coarse_at_4():
     assert all(np.isfinite(losses))
 
 
+def test_stripped_qat_model_has_int8_weights_and_no_activation_quantizers():
+    from fastreco.deploy.quantize import add_fake_quant, strip_fake_quant
+
+    torch.manual_seed(0)
+    model = tiny_model(3)
+    add_fake_quant(model, 8, quantize_input=True)
+    strip_fake_quant(model)
+    for layer in model.modules():
+        if isinstance(layer, P.PRUNABLE):
+            assert not hasattr(layer, "input_quant")
+            assert not layer._forward_pre_hooks
+            w = layer.weight.detach().flatten(1)
+            scale = w.abs().amax(1, keepdim=True) / 127
+            steps = w / scale
+            # every weight sits on its output channel's symmetric int8 grid
+            assert torch.allclose(steps, steps.round(), atol=1e-3)
+    x = torch.rand(5, *SHAPE)
+    assert torch.isfinite(model.eval()(x)).all()
+
+
 # --------------------------------------------------------------------------------------------
 # end to end on a hand-made run folder
 # --------------------------------------------------------------------------------------------
@@ -285,7 +305,8 @@ def test_quantization_report_and_scripts_end_to_end(tiny_run, tmp_path):
     from fastreco.deploy import quantize as Q
 
     out = tmp_path / "q"
-    assert Q.main([str(tiny_run), "--output", str(out), "--bits", "8", "--qat-epochs", "0.5"]) == 0
+    args = [str(tiny_run), "--output", str(out), "--bits", "8", "--qat-epochs", "0.5", "--qat-int8"]
+    assert Q.main(args) == 0
     report = json.loads((out / "quantize.json").read_text())
     assert report["models"] == ["fp32", "int8", "int8_float_input"]
     assert report["method"].startswith("static")
@@ -297,6 +318,11 @@ def test_quantization_report_and_scripts_end_to_end(tiny_run, tmp_path):
     qat = json.loads((out / "qat_scan.json").read_text())["rows"]
     assert [r["bits"] for r in qat] == [32, 8]  # the fp32 control, then 8 bits
     assert (out / "quantize.png").stat().st_size > 0
+    qat_int8 = json.loads((out / "qat_int8.json").read_text())
+    assert qat_int8["models"] == ["fp32", "fp32_finetuned", "qat_int8"]
+    assert qat_int8["qat_int8"]["size_bytes"] < qat_int8["fp32"]["size_bytes"]
+    assert 0 <= qat_int8["qat_int8"]["auc"] <= 1
+    assert qat_int8["qat_int8"]["events_per_s"] > 0
     assert not (tiny_run / "compression").exists()  # --output respected
 
     assert (
