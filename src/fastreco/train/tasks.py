@@ -51,9 +51,35 @@ def _evaluate_clustering(run: Any, **kwargs: Any) -> dict[str, Any]:
     return evaluate_clustering(run, **kwargs)
 
 
+def _train_pixel_id(config: Any, **kwargs: Any) -> Path:
+    from fastreco.train.pixel_id import train_pixel_id
+
+    return train_pixel_id(config, **kwargs)
+
+
+def _evaluate_pixel_id(run: Any, **kwargs: Any) -> dict[str, Any]:
+    from fastreco.evaluate.pixel_id import evaluate_pixel_id
+
+    return evaluate_pixel_id(run, **kwargs)
+
+
+def _train_hgcal_regression(config: Any, **kwargs: Any) -> Path:
+    from fastreco.train.hgcal_regression import train_hgcal_regression
+
+    return train_hgcal_regression(config, **kwargs)
+
+
+def _evaluate_hgcal_regression(run: Any, **kwargs: Any) -> dict[str, Any]:
+    from fastreco.evaluate.hgcal_regression import evaluate_hgcal_regression
+
+    return evaluate_hgcal_regression(run, **kwargs)
+
+
 for _name in ("classification", "regression"):
     TASK_KINDS.add(_name, TaskKind(_train_ecal, _evaluate_ecal))
 TASK_KINDS.add("clustering", TaskKind(_train_clustering, _evaluate_clustering))
+TASK_KINDS.add("hgcal_regression", TaskKind(_train_hgcal_regression, _evaluate_hgcal_regression))
+TASK_KINDS.add("pixel_id", TaskKind(_train_pixel_id, _evaluate_pixel_id))
 
 
 def config_kind(path: str | os.PathLike[str]) -> str:
