@@ -146,8 +146,8 @@ def test_init_from_loads_the_weights(data_dir, trained, tmp_path, monkeypatch):
 def test_non_finite_loss_names_the_batch_and_keeps_checkpoints(data_dir, tmp_path, monkeypatch):
     original = TaskModule.loss
 
-    def poisoned(self, out, y):
-        loss = original(self, out, y)
+    def poisoned(self, out, y, energy=None):
+        loss = original(self, out, y, energy)
         if self.training and self.global_step >= STEPS_PER_EPOCH + 7:
             return loss * float("nan")
         return loss

@@ -1,0 +1,233 @@
+"""LArTPC pixel-ID training and evaluation: balanced sampling, tiles, Michel cluster matching,
+config errors, and both training modes end to end (train, resume, evaluate) on a tiny plane."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fastreco.cli import app
+from fastreco.data.lartpc_images import CLASS_EM, CLASS_NONE, CLASS_TRACK
+from fastreco.errors import InputError
+from fastreco.evaluate.pixel_id import MichelMatching, match_michel_clusters
+from fastreco.train.pixel_id import (
+    PixelIdSamples,
+    PixelIdTaskConfig,
+    SamplingConfig,
+    SparseEvent,
+    balanced_centres,
+    class_weights,
+    cut_tiles,
+)
+
+
+def _event(n_track: int, n_em: int, n_none: int, n_michel: int) -> SparseEvent:
+    """Hits on distinct pixels of a 64 x 256 plane, grouped by class (Michel hits are EM)."""
+    labels = [CLASS_TRACK] * n_track + [CLASS_EM] * (n_em + n_michel) + [CLASS_NONE] * n_none
+    n = len(labels)
+    cells = np.arange(n) * 7
+    return SparseEvent(
+        wire=(cells // 256).astype(np.int64),
+        tick=(cells % 256).astype(np.int64),
+        adc=np.linspace(20, 200, n).astype(np.float32),
+        label=np.array(labels, np.int8),
+        michel=np.array([False] * (n_track + n_em) + [True] * n_michel + [False] * n_none, bool),
+    )
+
+
+def test_balanced_centres_share_the_groups_equally():
+    event = _event(n_track=200, n_em=30, n_none=4, n_michel=5)
+    idx = balanced_centres(event, 40, np.random.default_rng(0))
+    assert len(idx) == 40
+    groups = np.where(event.michel[idx], 3, event.label[idx])
+    assert np.bincount(groups, minlength=4).tolist() == [10, 10, 10, 10]
+    # a group missing from the event leaves its share to the others
+    no_michel = _event(n_track=50, n_em=0, n_none=3, n_michel=0)
+    idx = balanced_centres(no_michel, 9, np.random.default_rng(1))
+    assert np.bincount(no_michel.label[idx], minlength=3).tolist() == [5, 0, 4]
+    assert len(balanced_centres(_event(0, 0, 0, 0), 8, np.random.default_rng(2))) == 0
+
+
+def test_class_weights_are_inverse_sqrt_frequency_with_mean_one():
+    w = class_weights([_event(n_track=400, n_em=100, n_none=25, n_michel=0)])
+    assert np.mean(w) == pytest.approx(1.0)
+    assert w[CLASS_EM] / w[CLASS_TRACK] == pytest.approx(2.0)  # sqrt(400 / 100)
+    assert w[CLASS_NONE] / w[CLASS_TRACK] == pytest.approx(4.0)
+
+
+def test_tiles_stay_inside_the_image_and_keep_labels_aligned():
+    event = _event(n_track=30, n_em=10, n_none=2, n_michel=3)
+    images = event.dense((64, 256))
+    tiles = cut_tiles(images, np.array([0, 63]), np.array([255, 100]), (16, 32))
+    assert tiles["adc"].shape == (2, 16, 32)
+    # corner centre: the tile is shifted inside, so it is the image's corner
+    np.testing.assert_array_equal(tiles["adc"][0], images["adc"][:16, -32:])
+    np.testing.assert_array_equal(tiles["label"][1], images["label"][-16:, 84:116])
+    assert np.array_equal(tiles["mask"][0], tiles["adc"][0] != 0)
+
+
+def test_wire_flip_flips_inputs_and_targets_together():
+    event = _event(n_track=60, n_em=30, n_none=5, n_michel=10)
+    sampling = SamplingConfig(tile=(16, 32), samples_per_event=6, events_per_chunk=1)
+    data = PixelIdSamples([event], (64, 256), sampling, "image", batch_size=6, seed=3)
+    batch = next(iter(data))
+    x, label, mask = batch["x"][:, 0].numpy(), batch["label"].numpy(), batch["mask"].numpy()
+    assert np.array_equal(mask, x != 0)  # hit pixels stay where the targets are
+    assert np.all(label[~mask] == CLASS_NONE)
+    # no drift flip by default: the ADC ramp of the hits grows along the ticks in every tile
+    # of one wire row (cells are laid out tick-major with increasing ADC)
+    for tile in x:
+        for row in tile:
+            hits = row[row != 0]
+            assert np.all(np.diff(hits) > 0)
+
+
+def test_michel_clusters_one_true_one_fake():
+    predicted = np.zeros((40, 80), bool)
+    true_id = np.zeros((40, 80), np.int64)
+    true_id[10, 20:26] = 1  # one Michel electron, 6 hits
+    predicted[10, 20:25] = True  # found (5 of 6 hits, the cluster is all Michel)
+    predicted[30, 60:64] = True  # a fake cluster of 4 pixels
+    predicted[2, 2] = True  # a single pixel: below min_cluster_hits, dropped
+    small = MichelMatching(min_true_hits=3, min_cluster_hits=3)
+    result = match_michel_clusters(predicted, true_id, small)
+    assert result == {"n_true": 1, "n_true_matched": 1, "n_clusters": 2, "n_clusters_matched": 1}
+    # a cluster mostly made of a track's pixels does not match (purity 3 / 10 < 0.5)
+    polluted = np.zeros_like(predicted)
+    polluted[10, 17:27] = True
+    true_small = np.zeros_like(true_id)
+    true_small[10, 20:23] = 1
+    assert match_michel_clusters(polluted, true_small, small)["n_true_matched"] == 0
+    # with the default size cuts (20 hits) neither the 6-hit electron nor the clusters count
+    assert match_michel_clusters(predicted, true_id) == dict.fromkeys(result, 0)
+
+
+def test_michel_electron_in_pure_pieces_is_found():
+    predicted = np.zeros((40, 200), bool)
+    true_id = np.zeros((40, 200), np.int64)
+    true_id[10, 20:50] = 1  # 30 hits
+    predicted[10, 20:24] = True  # 4 of 30 hits (13 %): not enough alone
+    small = MichelMatching(min_true_hits=3, min_cluster_hits=3)
+    assert match_michel_clusters(predicted, true_id, small)["n_true_matched"] == 0
+    predicted[10, 44:50] = True  # a second pure piece, 21 ticks away: 10 of 30 hits together
+    result = match_michel_clusters(predicted, true_id, small)
+    assert result == {"n_true": 1, "n_true_matched": 1, "n_clusters": 2, "n_clusters_matched": 2}
+
+
+def test_michel_cluster_bridges_small_gaps_only():
+    """A showering electron leaves gaps: pixels within 3 wires / 13 ticks form one cluster."""
+    predicted = np.zeros((40, 200), bool)
+    true_id = np.zeros((40, 200), np.int64)
+    predicted[10, 20:24] = predicted[12, 33:37] = True  # 2 wires, 9 ticks apart
+    true_id[10, 20:24] = true_id[12, 33:37] = 1
+    small = MichelMatching(min_true_hits=3, min_cluster_hits=3)
+    assert match_michel_clusters(predicted, true_id, small)["n_clusters"] == 1
+    tight = MichelMatching(min_true_hits=3, min_cluster_hits=3, reach=(0, 0))
+    assert match_michel_clusters(predicted, true_id, tight)["n_clusters"] == 2
+    far = predicted.copy()
+    far[12, 33:37] = False
+    far[12, 60:64] = True  # 36 ticks away: a separate cluster
+    assert match_michel_clusters(far, true_id, small)["n_clusters"] == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"samplng": {}}, "samplng"),
+        ({"sampling": {"patch_size": 2}}, "sampling.patch_size"),
+        ({"sampling": {"tile": [4, 64]}}, "sampling.tile"),
+        ({"data": {"kind": ["neutrino", "axion"]}}, "data.kind"),
+        ({"data": {"events": 0}}, "data.events"),
+        ({"model": {"name": "no-such-net"}}, "model.name"),
+        ({"kind": "clustering"}, "kind"),
+    ],
+)
+def test_bad_config_fields_are_named(raw, field):
+    with pytest.raises(InputError) as err:
+        PixelIdTaskConfig.from_dict({"name": "x", **raw}, source="x.yaml")
+    assert err.value.field == field
+    assert "x.yaml" in str(err.value)
+
+
+TINY = """
+name: {name}
+kind: pixel_id
+data: {{kind: [muon, electron], energy: "0.03:0.08", n_particles: 2, cosmics: 0.0, n_wires: 64,
+        n_ticks: 256, events: 12, events_per_shard: 12, seed: 5, dir: {data},
+        split: [0.5, 0.25, 0.25]}}
+model: {model}
+training: {{epochs: 1, batch_size: {batch}, num_workers: 0}}
+sampling: {{patch_size: 16, tile: [32, 64], samples_per_event: {samples}, events_per_chunk: 2}}
+"""
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
+def test_train_resume_and_evaluate_both_modes(tmp_path):
+    """Patch CNN and U-Net on one tiny store: run folders, resume, then the evaluation on the
+    same test events (seed 5 puts a Michel electron, tracks and showers in the test split)."""
+    runner = CliRunner()
+    runs = tmp_path / "runs"
+    models = {
+        "patch": ("{name: lartpc-patch-cnn, params: {filters: [4, 8], dense: [16]}}", 32, 32),
+        "unet": ("{name: lartpc-unet, params: {width: 4, depth: 2, tick_factor: 2}}", 4, 3),
+    }
+    for name, (model, batch, samples) in models.items():
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            TINY.format(
+                name=name, data=tmp_path / "data", model=model, batch=batch, samples=samples
+            )
+        )
+        result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.output
+        info = json.loads((runs / name / "run.json").read_text())
+        assert info["kind"] == "pixel_id"
+        assert info["mode"] == ("patch" if name == "patch" else "image")
+        assert info["epochs_trained"] == 1
+        assert (runs / name / "checkpoints" / "last.ckpt").exists()
+    # resume the patch run for a second epoch
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "patch.yaml"),
+            "--runs-dir",
+            str(runs),
+            "--resume",
+            "--epochs",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((runs / "patch" / "run.json").read_text())
+    assert info["epochs_trained"] == 2
+    assert info["global_steps"] > 1
+
+    result = runner.invoke(
+        app, ["evaluate", str(runs / "patch"), "--compare", str(runs / "unet"), "--events", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((runs / "patch" / "metrics.json").read_text())
+    methods = metrics["methods"]
+    assert {m["method"] for m in methods.values()} == {"patch", "onnx", "dense", "image"}
+    for m in methods.values():
+        assert math.isfinite(m["hit"]["auc_em_vs_track"])
+        assert math.isfinite(m["hit"]["auc_michel"])
+        assert m["seconds_per_event"] > 0
+        assert m["michel_clusters"]["n_true"] >= 1
+    # the dense equivalent and ONNX Runtime give the patch CNN's scores (float32 rounding)
+    assert max(metrics["max_abs_diff_to_patch_cnn"].values()) < 1e-4
+    assert (runs / "patch" / "report.html").stat().st_size > 20_000
+
+
+def test_unknown_run_kind_for_compare_is_an_error(tmp_path):
+    from fastreco.evaluate.pixel_id import evaluate_pixel_id
+
+    with pytest.raises(InputError, match=r"run\.json"):
+        evaluate_pixel_id(tmp_path)
