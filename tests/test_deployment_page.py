@@ -59,6 +59,16 @@ def _fake_outputs(folder: Path) -> None:
     ]
     _write(folder / "compression" / "prune_scan.json", {"rows": rows})
     _write(
+        folder / "compression" / "qat_int8.json",
+        {
+            "models": ["fp32", "fp32_finetuned", "qat_int8"],
+            "throughput": {"batch_size": 256, "threads": 1},
+            "fp32": {**model, "size_bytes": 40_000, "events_per_s": 1000.0},
+            "fp32_finetuned": {**model, "auc": 0.8120, "size_bytes": 40_000, "events_per_s": 990.0},
+            "qat_int8": {**model, "auc": 0.8117, "size_bytes": 12_000, "events_per_s": 1900.0},
+        },
+    )
+    _write(
         folder / "scan" / "hls_scan.json",
         {
             "rows": [
@@ -93,7 +103,7 @@ def test_page_without_deploy_outputs_names_the_commands(tiny_run: Path, tmp_path
     assert "measured now" in html
     assert "PyTorch" in html
     assert "ONNX Runtime fp32" in html
-    for key in ("quantize", "prune", "hls_scan", "triton"):
+    for key in ("quantize", "qat_int8", "prune", "hls_scan", "triton"):
         assert D.COMMANDS[key].split(" RUN")[0] in html, key
     assert "<img" not in html  # no plot without its JSON
     measured = D.measure_run(tiny_run, max_events=300)
@@ -110,13 +120,16 @@ def test_page_shows_the_tools_outputs(tiny_run: Path, tmp_path: Path) -> None:  
     extra = tmp_path / "deploy"
     _fake_outputs(extra)
     found = D.find_deploy_outputs(tiny_run, [extra, extra / "bdt"])
-    assert set(found) == {"quantize", "qat", "prune", "hls_scan", "conifer"}
+    assert set(found) == {"quantize", "qat", "qat_int8", "prune", "hls_scan", "conifer"}
     html = D.deployment_report(
         tiny_run, [extra, extra / "compression", extra / "bdt"], tmp_path, measure=False
     ).read_text()
     assert "ONNX Runtime int8" in html
     assert "12.35" in html
     assert "1.70x" in html  # int8 / fp32 throughput of quantize.json
+    assert "int8 after QAT" in html
+    assert "1.90x" in html  # int8 after QAT / fp32 throughput of qat_int8.json
+    assert "-0.0003 against the control" in html
     assert "0.0123" in html
     assert "99.60%" in html
     assert html.count("<img") == 3  # sparsity, bits (QAT), bits (hls4ml)

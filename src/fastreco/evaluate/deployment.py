@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 DEPLOY_FILES: dict[str, str] = {
     "quantize": "quantize.json",
     "qat": "qat_scan.json",
+    "qat_int8": "qat_int8.json",
     "prune": "prune_scan.json",
     "hls_scan": "hls_scan.json",
     "hls_project": "fastreco_hls.json",
@@ -54,6 +55,7 @@ DEPLOY_FILES: dict[str, str] = {
 COMMANDS: dict[str, str] = {
     "quantize": "python -m fastreco.deploy.quantize RUN",
     "qat": "python -m fastreco.deploy.quantize RUN --bits 4,6,8",
+    "qat_int8": "python -m fastreco.deploy.quantize RUN --no-qat --qat-int8",
     "prune": "python -m fastreco.deploy.prune RUN",
     "hls_scan": "python -m fastreco.deploy.hls RUN --output RUN/hls4ml_scan "
     '--precision "ap_fixed<16,6,AP_RND,AP_SAT>" --precision "ap_fixed<10,4,AP_RND,AP_SAT>"',
@@ -231,6 +233,25 @@ def _summary_table(
             )
     else:
         notes.append(f"ONNX Runtime int8: not measured; run {_missing('quantize', run)}.")
+    if "qat_int8" in found:
+        qat8 = _read(found["qat_int8"])
+        labels = {
+            "fp32_finetuned": "ONNX Runtime fp32, fine-tuned control",
+            "qat_int8": "ONNX Runtime int8 after QAT",
+        }
+        for key, label in labels.items():
+            r = dict(qat8[key])
+            r["parameters"] = measured.get("PyTorch", {}).get("parameters", nan)
+            r["ms_per_batch"] = 1e3 * qat8["throughput"]["batch_size"] / r["events_per_s"]
+            add(label, r, found["qat_int8"].name)
+        notes.append(
+            "int8 after QAT / fp32 throughput measured by `quantize --qat-int8`: "
+            f"{qat8['qat_int8']['events_per_s'] / qat8['fp32']['events_per_s']:.2f}x, AUC change "
+            f"{qat8['qat_int8']['auc'] - qat8['fp32']['auc']:+.4f} against the run, "
+            f"{qat8['qat_int8']['auc'] - qat8['fp32_finetuned']['auc']:+.4f} against the control."
+        )
+    else:
+        notes.append(f"int8 after quantization-aware training: run {_missing('qat_int8', run)}.")
     if "triton" in found:
         notes.append(
             f"Triton: serving measured by `{found['triton']}` (its own model and settings, "
