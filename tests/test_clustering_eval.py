@@ -107,6 +107,12 @@ training: {{epochs: 1, batch_size: 2, num_workers: 0}}
     assert rows["CLUE", 0.0]["efficiency"] == pytest.approx(1.0)
     assert rows["GNN", 200.0]["hits_per_event"] > rows["GNN", 0.0]["hits_per_event"]
     assert (run / "report.html").stat().st_size > 10_000
+    # the trained network exports to ONNX with its kNN inside the graph
+    result = runner.invoke(app, ["export", str(run), "--onnx"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "model.preprocessing.json").read_text())
+    assert meta["kind"] == "clustering"
+    assert meta["inputs"]["x"]["shape"][1] == len(meta["inputs"]["x"]["features"])
 
 
 @pytest.mark.parametrize("n_hits", [0, 1])

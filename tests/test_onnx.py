@@ -76,3 +76,47 @@ def test_exporter_registry():
 def test_preprocessing_path():
     assert preprocessing_path("runs/x/model.onnx").name == "model.preprocessing.json"
     assert json.dumps(str(preprocessing_path("a.onnx"))).endswith('a.preprocessing.json"')
+
+
+def test_exportable_knn_matches_the_kdtree_search():
+    from fastreco.data.pointcloud import knn_indices, knn_indices_exportable
+
+    gen = torch.Generator().manual_seed(3)
+    points = torch.rand(70, 3, generator=gen)
+    batch = torch.tensor([0] * 40 + [1] * 25 + [2] * 5)  # the last event has fewer than k + 1
+    ref = knn_indices(points, batch, 6)
+    got = knn_indices_exportable(points, batch, 6)
+    assert torch.equal(ref.sort(dim=1).values, got.sort(dim=1).values)
+
+
+def test_edgeconv_export_is_refused_until_pyg_message_passing_traces(tmp_path):
+    """torch-geometric's EdgeConv freezes the edge count of the example into the graph."""
+    from fastreco.data.pointcloud import N_FEATURES
+    from fastreco.deploy.onnx import export_graph_module
+
+    model = build_model("edgeconv", (N_FEATURES,), 4, hidden=16, blocks=2, k=8)
+    with pytest.raises(RuntimeError, match="ONNX Runtime"):
+        export_graph_module(model, N_FEATURES, tmp_path / "edgeconv.onnx")
+
+
+@pytest.mark.parametrize("name", ["gravnet"])
+def test_graph_models_export_with_their_knn_inside(name, tmp_path):
+    import onnxruntime as ort
+
+    from fastreco.data.pointcloud import N_FEATURES
+    from fastreco.deploy.onnx import GRAPH_OUTPUTS, export_graph_module
+
+    torch.manual_seed(0)
+    model = build_model(name, (N_FEATURES,), 4, hidden=16, blocks=2, k=8).eval()
+    path = export_graph_module(model, N_FEATURES, tmp_path / f"{name}.onnx")  # verifies at N=137
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(GRAPH_OUTPUTS)
+    x = torch.rand(300, N_FEATURES)
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([150, 100, 50]))
+    with torch.no_grad():
+        ref = model(x, batch)
+    got = dict(
+        zip(GRAPH_OUTPUTS, session.run(None, {"x": x.numpy(), "batch": batch.numpy()}), strict=True)
+    )
+    for key in GRAPH_OUTPUTS:
+        np.testing.assert_allclose(got[key], ref[key].numpy(), rtol=1e-4, atol=1e-5)

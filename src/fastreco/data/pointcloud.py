@@ -243,7 +243,12 @@ def knn_indices(points: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tens
 
     Returns:
         ``(N, k)`` int64 indices on ``points``' device.
+
+    While the model is being exported (``torch.export`` / ONNX), the search is written with
+    tensor operations only (:func:`knn_indices_exportable`) so that it becomes part of the graph.
     """
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return knn_indices_exportable(points, batch, k)
     n = points.shape[0]
     if n == 0:
         return torch.zeros((0, k), dtype=torch.long, device=points.device)
@@ -264,6 +269,22 @@ def knn_indices(points: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tens
             idx = np.concatenate([idx, np.repeat(own, k - (m - 1), axis=1)], axis=1)
         out[a:b] = idx
     return torch.from_numpy(out)
+
+
+def knn_indices_exportable(points: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`knn_indices` with tensor operations only (an (N, N) distance matrix), for graphs
+    exported to ONNX: same neighbours (up to exact ties), same self-index padding.
+
+    Needs more than ``k`` points in the whole input (events themselves may be smaller) and
+    memory for N^2 distances, which suits region-of-interest events of a few thousand hits.
+    """
+    n = points.shape[0]
+    d = torch.cdist(points.detach(), points.detach())  # (N, N)
+    other = (batch[:, None] != batch[None, :]) | torch.eye(n, dtype=torch.bool, device=d.device)
+    d = d.masked_fill(other, float("inf"))
+    dist, idx = d.topk(k, dim=1, largest=False)  # (N, k)
+    own = torch.arange(n, device=points.device)[:, None].expand(-1, k)
+    return torch.where(torch.isfinite(dist), idx, own)
 
 
 def _knn_dense(points: torch.Tensor, starts: np.ndarray, k: int, chunk: int = 4096) -> torch.Tensor:

@@ -19,6 +19,7 @@ PyTorch at batch sizes 1 and 3.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -46,7 +47,7 @@ PREPROCESSING_VERSION = 1
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silence the exporter's notices that are not ours to act on (missing torchvision ops,
-    a pytree deprecation inside torch)."""
+    a pytree deprecation inside torch, the note that two inputs share one dynamic axis)."""
     loggers = [
         logging.getLogger(name)
         for name in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
@@ -57,6 +58,9 @@ def _quiet_exporter() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*shares the same shape constraints.*", category=UserWarning
+            )
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
@@ -124,6 +128,125 @@ def export_module(
             check_onnx(path, model, other, batch_sizes=(1,))
     log.info("wrote %s", path)
     return path
+
+
+#: Output names of an exported object-condensation graph model, in order.
+GRAPH_OUTPUTS = ("beta", "coords", "energy", "logits")
+
+
+class _GraphOutputs(torch.nn.Module):
+    """A condensation graph model with its output dict as a tuple (ONNX outputs are ordered)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x, batch)
+        return tuple(out[name] for name in GRAPH_OUTPUTS)
+
+
+def export_graph_module(
+    model: torch.nn.Module,
+    n_features: int,
+    path: str | os.PathLike[str],
+    *,
+    example_points: int = 96,
+    verify: bool = True,
+) -> Path:
+    """Export a graph model of hits (``forward(x, batch)`` -> dict of :data:`GRAPH_OUTPUTS`,
+    e.g. GravNet with condensation heads) to ONNX with a dynamic number of hits.
+
+    torch-geometric's message passing (EdgeConv) freezes the example's edge count into the
+    exported graph; ``verify`` catches that and raises.
+
+    The kNN search becomes part of the graph (:func:`fastreco.data.pointcloud.knn_indices`
+    switches to tensor operations while exporting). With ``verify``, ONNX Runtime is compared
+    with PyTorch (whose kNN uses k-d trees) on two events of another size.
+
+    Shapes:
+        - **inputs:** ``x`` (N, n_features) float32; ``batch`` (N,) int64, sorted event index
+        - **outputs:** ``beta`` (N,), ``coords`` (N, D), ``energy`` (N,), ``logits`` (N, C)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = _GraphOutputs(model.cpu().eval()).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((example_points, n_features), generator=gen)
+    batch = (torch.arange(example_points) >= example_points // 2).long()
+    # AUTO: the exporter derives the hit axis's range (its kNN needs more than k hits)
+    hits = torch.export.Dim.AUTO
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                wrapped,
+                (x, batch),
+                str(tmp),
+                dynamo=True,
+                input_names=["x", "batch"],
+                output_names=list(GRAPH_OUTPUTS),
+                dynamic_shapes=({0: hits}, {0: hits}),
+                external_data=False,
+                verbose=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if verify:
+        import onnxruntime as ort
+
+        x = torch.rand((137, n_features), generator=gen)
+        batch = (torch.arange(137) >= 60).long()
+        with torch.no_grad():
+            ref = wrapped(x, batch)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            got = session.run(None, {"x": x.numpy(), "batch": batch.numpy()})
+        except Exception as exc:  # ORT raises its own exception types
+            path.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"ONNX Runtime cannot run the exported graph at another number of hits: {exc}"
+            ) from None
+        for name, a, b in zip(GRAPH_OUTPUTS, ref, got, strict=True):
+            if not np.allclose(a.numpy(), b, rtol=1e-4, atol=1e-5):
+                raise RuntimeError(f"ONNX Runtime and PyTorch disagree on output '{name}'")
+    log.info("wrote %s", path)
+    return path
+
+
+def export_clustering_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Export the graph network of a clustering run (:func:`export_graph_module`) and write
+    ``<stem>.preprocessing.json``: the hit features (:data:`fastreco.data.pointcloud.FEATURES`,
+    built by :func:`fastreco.data.pointcloud.point_cloud_events`) and the outputs' meaning."""
+    from fastreco.data.pointcloud import CLASSES, FEATURES, N_FEATURES
+    from fastreco.train.clustering import load_clustering_model
+
+    module = load_clustering_model(run_dir)
+    out = export_graph_module(module.model, N_FEATURES, out)
+    task = module.task
+    meta = {
+        "format": PREPROCESSING_FORMAT,
+        "format_version": PREPROCESSING_VERSION,
+        "model_file": out.name,
+        "task": task.name,
+        "kind": "clustering",
+        "model": {"name": task.model.name, "params": task.model.params},
+        "inputs": {
+            "x": {"shape": ["hits", N_FEATURES], "dtype": "float32", "features": list(FEATURES)},
+            "batch": {"shape": ["hits"], "dtype": "int64", "meaning": "sorted event index"},
+        },
+        "outputs": {
+            "beta": "condensation strength in (0, 1)",
+            "coords": "clustering-space coordinates",
+            "energy": "log of the object's energy [GeV]",
+            "logits": f"class logits of {list(CLASSES)}",
+        },
+        "condensation": dataclasses.asdict(task.condensation),
+        "fastreco_version": __version__,
+    }
+    preprocessing_path(out).write_text(json.dumps(meta, indent=2))
+    return out
 
 
 def check_onnx(
@@ -208,9 +331,12 @@ def export_onnx(
     import onnx
 
     from fastreco.deploy.inference import load_model
+    from fastreco.train.tasks import run_kind
 
-    loaded = load_model(run_dir, "cpu")
     out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
+    if run_kind(run_dir) == "clustering":
+        return export_clustering_onnx(run_dir, out)
+    loaded = load_model(run_dir, "cpu")
     export_module(loaded.model, loaded.input_shape, out)
     opset = next(
         (
