@@ -15,7 +15,11 @@ Events are synthetic (wires x ticks = 480 x N, ProtoDUNE-like up to 480 x 6000) 
   per event, dense layers only at the hits (exact, same scores as the patch CNN);
 * ``dense full map``: :class:`DensePatchCNN` scores for every pixel (exact, tiled along ticks);
 * ``U-Net PyTorch`` / ``ORT``: :class:`PixelUNet` on the whole event in one pass, at full
-  tick resolution and with its body on ticks binned by 4 (``U-Net ticks/4``, ``tick_factor=4``).
+  tick resolution and with its body on ticks binned by 4 (``U-Net ticks/4``, ``tick_factor=4``);
+* ``U-Net ... hit tiles``: the same U-Net run only on the aligned tiles of ``--hit-tile`` holding
+  hits, each grown by the receptive field (:func:`unet_scores_at`, exact: the note gives the
+  largest difference to the whole-event pass at the hits, the tiles run and the pixels their
+  crops cover relative to the event).
 
 Where a row says ``extrapolated``, it was timed on a part of the event and scaled linearly (per
 hit for the patch CNN, per pixel for the dense full map): the cost of these paths is linear in
@@ -50,7 +54,14 @@ import torch.nn.functional as F
 from _common import report
 from fastreco.deploy.inference import onnx_session
 from fastreco.deploy.onnx import INPUT_NAME, export_module
-from fastreco.models.lartpc import PatchCNN, PixelUNet, dense_patch_cnn
+from fastreco.models.lartpc import (
+    PatchCNN,
+    PixelUNet,
+    dense_patch_cnn,
+    hit_tiles,
+    unet_halo,
+    unet_scores_at,
+)
 
 N_WIRES = 480
 
@@ -193,12 +204,14 @@ def main() -> None:
     parser.add_argument("--max-patch-hits", type=int, default=8192)
     parser.add_argument("--batch1-hits", type=int, default=300)
     parser.add_argument("--dense-map-ticks", type=int, default=512)
+    parser.add_argument("--hit-tile", default="128,1024", help="U-Net hit tiles, wires,ticks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(7)
     size = args.patch
+    hit_tile = tuple(int(v) for v in args.hit_tile.split(","))
     cpu = ["CPUExecutionProvider"]
 
     torch.manual_seed(0)
@@ -232,6 +245,9 @@ def main() -> None:
 
     def ort_unet(name: str, x: torch.Tensor) -> np.ndarray:
         return unet_ort[name].run(None, {INPUT_NAME: x.numpy()})[0]
+
+    def ort_unet_np(name: str, x: np.ndarray) -> np.ndarray:
+        return unet_ort[name].run(None, {INPUT_NAME: x})[0]
 
     probe = torch.zeros(1, 1, 64, 64)
     flops_patch = count_flops(patch_cnn, torch.zeros(1, 1, size, size))
@@ -361,6 +377,41 @@ def main() -> None:
                         mem,
                         float("nan"),
                         "other network",
+                    )
+                )
+            wires, ticks = hr.numpy(), hc.numpy()
+            unet = unets[name]
+            with torch.inference_mode():
+                whole = unet(image[None, None])[0][:, hr, hc].T.numpy()
+            tiles = hit_tiles(image.shape, wires, ticks, hit_tile, unet_halo(unet))
+            crop_px = sum(t.shape[0] * t.shape[1] for t in tiles)
+            n_grid = -(-N_WIRES // hit_tile[0]) * -(-n_ticks // hit_tile[1])
+            forwards = {"PyTorch": None, "ONNX Runtime": partial(ort_unet_np, name)}
+            for backend, forward in forwards.items():
+                t, mem, got = measure(
+                    partial(
+                        unet_scores_at,
+                        unet,
+                        image.numpy(),
+                        wires,
+                        ticks,
+                        tile=hit_tile,
+                        forward=forward,
+                        max_area_fraction=np.inf,
+                    )
+                )
+                new.append(
+                    _row(
+                        event,
+                        n_hits,
+                        f"{name} {backend}, hit tiles",
+                        "tiles",
+                        t,
+                        flops_unet_px[name] * crop_px / 1e9,
+                        mem,
+                        float("nan"),
+                        f"exact: max |d| vs whole {np.abs(got - whole).max():.1e}; "
+                        f"{len(tiles)}/{n_grid} tiles, crops {crop_px / n_px:.2f}x the pixels",
                     )
                 )
         base = {r["method"]: r["ms/event"] for r in new}

@@ -17,7 +17,11 @@ from fastreco.models.lartpc import (
     PatchCNN,
     PixelUNet,
     dense_patch_cnn,
+    hit_tiles,
     pixel_id_loss,
+    unet_halo,
+    unet_receptive_radius,
+    unet_scores_at,
 )
 
 TRACK, EM, NONE = 0, 1, 2
@@ -309,3 +313,103 @@ def test_unet_learns_lines_vs_blobs_on_hit_pixels():
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     accuracy = balanced_accuracy(pred[hits], cls[n_train:][hits])
     assert accuracy > 0.75, accuracy  # chance: 0.5
+
+
+def _randomise_batch_norm(model: torch.nn.Module) -> None:
+    """Running statistics away from (0, 1), so that eval-mode BatchNorm is not the identity."""
+    gen = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+
+
+@pytest.mark.parametrize(("depth", "tick_factor"), [(2, 1), (3, 4)])
+def test_unet_receptive_radius_bounds_the_measured_one(depth, tick_factor):
+    """With all weights positive no ReLU is dead, so the input-gradient support of one output
+    pixel is the receptive field: it never exceeds the bound, which is attained along wires."""
+    torch.manual_seed(0)
+    model = PixelUNet(width=4, depth=depth, tick_factor=tick_factor, norm=False).eval()
+    for p in model.parameters():
+        torch.nn.init.uniform_(p, 0.01, 0.1)
+    radius = unet_receptive_radius(model)
+    size = (4 * radius[0], 4 * radius[1])
+    x = torch.ones(1, 1, *size, requires_grad=True)
+    seen = [0, 0]
+    for k in range(2**depth):  # every offset to the pooling grid
+        r, c = size[0] // 2 + k, size[1] // 2 + k * tick_factor + k % tick_factor
+        model(x)[0, 0, r, c].backward()
+        rows, cols = torch.nonzero(x.grad[0, 0], as_tuple=True)
+        seen = [
+            max(seen[0], int((rows - r).abs().max())),
+            max(seen[1], int((cols - c).abs().max())),
+        ]
+        x.grad = None
+    assert seen[0] == radius[0]
+    assert radius[1] - 2 * tick_factor**2 <= seen[1] <= radius[1]
+    halo = unet_halo(model)
+    assert all(
+        h >= r and h % a == 0 for h, r, a in zip(halo, radius, model.min_input_size, strict=True)
+    )
+
+
+@pytest.mark.parametrize(("depth", "tick_factor", "shape"), [(2, 1, (75, 301)), (3, 4, (101, 803))])
+def test_unet_scores_at_hit_tiles_equal_the_whole_image(depth, tick_factor, shape):
+    """Hit-tile inference equals the whole-image forward at every hit within 1e-4 (eval-mode
+    BatchNorm is pixel by pixel): hits in the four corners, on all borders and in several
+    separate tiles of an image whose size is no multiple of the alignment; sparse hits leave
+    most tiles unprocessed."""
+    torch.manual_seed(0)
+    model = PixelUNet(width=4, depth=depth, tick_factor=tick_factor).eval()
+    _randomise_batch_norm(model)
+    rng = np.random.default_rng(2)
+    h, w = shape
+    image = np.zeros(shape, np.float32)
+    wires = np.r_[0, 0, h - 1, h - 1, h // 2, 1, h - 2, rng.integers(0, h, 12)]
+    ticks = np.r_[0, w - 1, 0, w - 1, w // 2, w - 3, 2, rng.integers(0, w, 12)]
+    image[wires, ticks] = rng.uniform(20, 200, len(wires))
+    wires, ticks = np.nonzero(image)  # unique hits
+    with torch.no_grad():
+        full = model(torch.from_numpy(image)[None, None])[0][:, wires, ticks].T.numpy()
+    align = model.min_input_size
+    tile = (2 * align[0], 4 * align[1])
+    got = unet_scores_at(model, image, wires, ticks, tile=tile, batch=3, max_area_fraction=np.inf)
+    assert full.std(0).min() > 1e-3  # scores differ between hits: not a vacuous match
+    np.testing.assert_allclose(got, full, atol=1e-4, rtol=0)
+    tiles = hit_tiles(shape, wires, ticks, tile, unet_halo(model))
+    n_total = -(-h // tile[0]) * -(-w // tile[1])
+    assert 4 <= len(tiles) < n_total
+    assert sorted(np.concatenate([t.hits for t in tiles]).tolist()) == list(range(len(wires)))
+    whole = unet_scores_at(model, image, wires, ticks, tile=tile, max_area_fraction=0.0)
+    np.testing.assert_allclose(whole, full, atol=1e-5, rtol=0)  # the whole-image fallback
+    with pytest.raises(InputError, match="alignment"):
+        unet_scores_at(model, image, wires, ticks, tile=(align[0] + 1, align[1]))
+    with pytest.raises(InputError, match="inside the image"):
+        unet_scores_at(model, image, wires + h, ticks)
+    with pytest.raises(InputError, match="eval mode"):
+        unet_scores_at(model.train(), image, wires, ticks)
+
+
+def test_unet_scores_at_with_onnx_runtime_tiles(tmp_path, ort):
+    """The same tiles run by ONNX Runtime (one session, dynamic height and width)."""
+    torch.manual_seed(0)
+    model = PixelUNet(width=4, depth=2, tick_factor=4).eval()
+    _randomise_batch_norm(model)
+    image, _, _ = synthetic_event(np.random.default_rng(4), (50, 300))
+    wires, ticks = np.nonzero(image)
+    align = model.min_input_size
+    path = export_module(
+        model, (1, 40, 160), tmp_path / "unet.onnx", dynamic_spatial=True, min_spatial=align
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {INPUT_NAME: x})[0]
+
+    with torch.no_grad():
+        full = model(torch.from_numpy(image)[None, None])[0][:, wires, ticks].T.numpy()
+    tile = (align[0], 2 * align[1])
+    got = unet_scores_at(
+        model, image, wires, ticks, tile=tile, forward=forward, max_area_fraction=np.inf
+    )
+    np.testing.assert_allclose(got, full, atol=1e-4, rtol=0)

@@ -215,7 +215,14 @@ def test_train_resume_and_evaluate_both_modes(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((runs / "patch" / "metrics.json").read_text())
     methods = metrics["methods"]
-    assert {m["method"] for m in methods.values()} == {"patch", "onnx", "dense", "image"}
+    assert {m["method"] for m in methods.values()} == {
+        "patch",
+        "onnx",
+        "dense",
+        "image",
+        "tiles",
+        "tiles_onnx",
+    }
     for m in methods.values():
         assert math.isfinite(m["hit"]["auc_em_vs_track"])
         assert math.isfinite(m["hit"]["auc_michel"])
@@ -223,6 +230,9 @@ def test_train_resume_and_evaluate_both_modes(tmp_path):
         assert m["michel_clusters"]["n_true"] >= 1
     # the dense equivalent and ONNX Runtime give the patch CNN's scores (float32 rounding)
     assert max(metrics["max_abs_diff_to_patch_cnn"].values()) < 1e-4
+    # the U-Net on its hit tiles only gives its whole-image scores, in PyTorch and ONNX Runtime
+    assert len(metrics["max_abs_diff_to_whole_image"]) == 2
+    assert max(metrics["max_abs_diff_to_whole_image"].values()) < 1e-4
     assert (runs / "patch" / "report.html").stat().st_size > 20_000
 
 

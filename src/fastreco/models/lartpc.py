@@ -15,6 +15,10 @@ each patch". Three models give the same four scores per pixel, in the order of
 * :class:`PixelUNet` (``"lartpc-unet"``): a separately trained U-Net (Ronneberger et al.,
   arXiv:1505.04597) that outputs the four scores for every pixel.
 
+:func:`unet_scores_at` runs a :class:`PixelUNet` only on the aligned tiles that hold hits, each
+grown by the receptive field (:func:`unet_receptive_radius`), and gives exactly the whole-image
+scores at the hits.
+
 :func:`pixel_id_loss` is the seed's two-head loss (weighted 0.1 for the class head, 1 for the
 Michel head), with a pixel mask for the fully convolutional networks.
 
@@ -23,9 +27,11 @@ Image axes are (wire, tick) throughout: an event is ``(n_wires, n_ticks)`` float
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -560,3 +566,178 @@ def pixel_id_loss(
     ce = F.cross_entropy(flat[:, :n_classes], target, weight=cw)
     bce = F.binary_cross_entropy_with_logits(flat[:, n_classes], michel)
     return weights[0] * ce + weights[1] * bce
+
+
+# --------------------------------------------------------------------------------------------
+# U-Net inference on the hit tiles only
+# --------------------------------------------------------------------------------------------
+#: Callable running a U-Net on a (B, 1, h, w) float32 batch -> (B, n_out, h, w) scores.
+TileForward = Callable[[np.ndarray], np.ndarray]
+
+
+def unet_receptive_radius(model: PixelUNet) -> tuple[int, int]:
+    """Upper bound of the U-Net's receptive-field radius, (wires, ticks), in input pixels.
+
+    An output pixel depends only on inputs within this distance (either side). Counted in the
+    U-Net body's pixels: each 3×3 convolution at level l reaches ``2**l`` further, each 2×2
+    transposed convolution up to level l up to ``2**l`` (its parent cell), a 2×2 pool nothing
+    (a coarse cell covers exactly its children); the deepest path (encoder, bottom, decoder)
+    gives ``7 · 2**depth - 5``. The tick binning (stem of (3, f), stride f, and its (1, f)
+    transposed convolution) adds one wire and turns body columns into ticks: ``(R + 1) f - 1``.
+    """
+    body = 7 * 2**model.depth - 5
+    if model.tick_factor == 1:
+        return body, body
+    return body + 1, (body + 1) * model.tick_factor - 1
+
+
+def unet_halo(model: PixelUNet) -> tuple[int, int]:
+    """:func:`unet_receptive_radius` rounded up to the U-Net's alignment, (wires, ticks)."""
+    align = model.min_input_size
+    radius = unet_receptive_radius(model)
+    return tuple(-(-r // a) * a for r, a in zip(radius, align, strict=True))  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class HitTile:
+    """One tile holding hits, and the crop (tile + halo, clipped to the image) the U-Net sees.
+
+    ``crop`` is ``(wire_start, wire_stop, tick_start, tick_stop)``; ``hits`` the (k,) indices of
+    the hits inside the tile (into the arrays given to :func:`hit_tiles`).
+    """
+
+    crop: tuple[int, int, int, int]
+    hits: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.crop[1] - self.crop[0], self.crop[3] - self.crop[2]
+
+
+def hit_tiles(
+    shape: tuple[int, int],
+    wires: np.ndarray,
+    ticks: np.ndarray,
+    tile: tuple[int, int],
+    halo: tuple[int, int],
+) -> list[HitTile]:
+    """The tiles of an aligned ``tile`` grid that contain hits, each with its crop.
+
+    Args:
+        shape: (n_wires, n_ticks) of the image.
+        wires, ticks: (n,) integer hit coordinates.
+        tile, halo: (wires, ticks); grid origins at multiples of ``tile``; the crop is the tile
+            extended by ``halo`` on each side and clipped to the image.
+
+    Returns:
+        One :class:`HitTile` per occupied tile (row-major tile order).
+    """
+    height, width = shape
+    wires = np.asarray(wires, np.int64)
+    ticks = np.asarray(ticks, np.int64)
+    n_cols = -(-width // tile[1])
+    key = (wires // tile[0]) * n_cols + ticks // tile[1]
+    order = np.argsort(key, kind="stable")
+    keys, starts = np.unique(key[order], return_index=True)
+    groups = np.split(order, starts[1:])
+    out = []
+    for k, hits in zip(keys.tolist(), groups, strict=True):
+        w0, t0 = (k // n_cols) * tile[0], (k % n_cols) * tile[1]
+        crop = (
+            max(w0 - halo[0], 0),
+            min(w0 + tile[0] + halo[0], height),
+            max(t0 - halo[1], 0),
+            min(t0 + tile[1] + halo[1], width),
+        )
+        out.append(HitTile(crop, hits))
+    return out
+
+
+@torch.no_grad()
+def unet_scores_at(
+    model: PixelUNet,
+    adc: np.ndarray,
+    wires: np.ndarray,
+    ticks: np.ndarray,
+    *,
+    tile: tuple[int, int] = (64, 512),
+    halo: tuple[int, int] | None = None,
+    batch: int = 16,
+    forward: TileForward | None = None,
+    max_area_fraction: float = 1.0,
+) -> np.ndarray:
+    """The U-Net's scores at the hits, computed only on the tiles that hold hits.
+
+    The image is cut into a grid of ``tile`` (aligned to ``model.min_input_size``, so that the
+    U-Net's pooling grid is the whole image's); each tile with hits is run extended by ``halo``
+    (at least the receptive-field radius, :func:`unet_halo` by default) and clipped at the
+    image borders, so that a crop's borders are either the image's own (same zero padding and
+    odd-size handling as the whole-image forward) or further from every hit than the network
+    sees: the result equals ``model(image)`` at the hits up to float32 summation order. Crops of
+    equal shape (all interior ones) go through in batches of ``batch``.
+
+    Args:
+        model: a :class:`PixelUNet` in eval mode (BatchNorm then acts pixel by pixel).
+        adc: (n_wires, n_ticks) float32 ADC image.
+        wires, ticks: (n,) integer hit coordinates.
+        tile, halo: (wires, ticks), multiples of ``model.min_input_size``.
+        batch: crops per forward call.
+        forward: runs a (B, 1, h, w) batch, e.g. an ONNX Runtime session exported with dynamic
+            spatial axes; default the model in PyTorch.
+        max_area_fraction: when the crops together cover more than this fraction of the image's
+            pixels (hits spread over most tiles), the whole image is run once instead: the same
+            scores for less work.
+
+    Returns:
+        (n, n_out) float32 scores in the order of the hits given.
+    """
+    if model.training:
+        raise InputError(
+            "tile inference equals the whole-image forward only in eval mode",
+            field="model.training",
+            value=True,
+        )
+    align = model.min_input_size
+    halo = unet_halo(model) if halo is None else tuple(halo)
+    for name, size in (("tile", tuple(tile)), ("halo", halo)):
+        if len(size) != 2 or any(s < 0 or s % a for s, a in zip(size, align, strict=True)):
+            raise InputError(
+                f"{name} must be (wires, ticks) multiples of the U-Net alignment {align}",
+                field=name,
+                value=size,
+            )
+    if min(tile) < 1:
+        raise InputError("tile must be positive", field="tile", value=tuple(tile))
+    adc = np.asarray(adc, np.float32)
+    wires = np.asarray(wires, np.int64)
+    ticks = np.asarray(ticks, np.int64)
+    height, width = adc.shape
+    outside = (wires < 0) | (wires >= height) | (ticks < 0) | (ticks >= width)
+    if wires.shape != ticks.shape or wires.ndim != 1 or bool(outside.any()):
+        raise InputError(
+            "hits must be (n,) wires and ticks inside the image",
+            field="wires, ticks",
+            value=(wires.shape, ticks.shape, adc.shape),
+        )
+    if forward is None:
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            return model(torch.from_numpy(x)).numpy()
+
+    n_out = model.out.out_channels
+    out = np.empty((len(wires), n_out), np.float32)
+    by_shape: dict[tuple[int, int], list[HitTile]] = {}
+    tiles = hit_tiles(adc.shape, wires, ticks, tuple(tile), halo)
+    if sum(math.prod(t.shape) for t in tiles) > max_area_fraction * adc.size:
+        tiles = [HitTile((0, height, 0, width), np.arange(len(wires)))]
+    for t in tiles:
+        by_shape.setdefault(t.shape, []).append(t)
+    for group in by_shape.values():
+        for lo in range(0, len(group), batch):
+            part = group[lo : lo + batch]
+            x = np.stack([adc[w0:w1, t0:t1] for w0, w1, t0, t1 in (t.crop for t in part)])
+            scores = forward(x[:, None])  # (B, n_out, h, w)
+            for b, t in enumerate(part):
+                rows, cols = wires[t.hits] - t.crop[0], ticks[t.hits] - t.crop[2]
+                out[t.hits] = scores[b][:, rows, cols].T
+    return out
