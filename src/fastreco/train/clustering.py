@@ -31,7 +31,7 @@ from fastreco.errors import InputError
 from fastreco.models.condensation import condensation_loss, property_loss
 from fastreco.models.registry import build_model
 from fastreco.sim.hgcal import HgcalSimConfig
-from fastreco.train.module import NonFiniteLossError
+from fastreco.train.module import adamw_cosine, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,7 @@ class CondensationModule(L.LightningModule):
             + c.energy_weight * e_loss
             + c.class_weight * c_loss
         )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite {stage} loss at epoch {self.current_epoch}, batch {index}; the "
-                "last good checkpoint is kept in the run folder"
-            )
+        check_finite(loss, stage, self.current_epoch, index)
         n = int(b["batch"].max()) + 1 if len(b["batch"]) else 1
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n)
         for key, value in terms.items():
@@ -211,10 +207,7 @@ class CondensationModule(L.LightningModule):
         self._step(b, "val", index)
 
     def configure_optimizers(self) -> Any:
-        t = self.task.training
-        opt = torch.optim.AdamW(self.parameters(), lr=t.learning_rate, weight_decay=1e-5)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.epochs, 1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return adamw_cosine(self.parameters(), self.task.training, weight_decay=1e-5)
 
 
 def load_clustering_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> Any:
@@ -238,22 +231,23 @@ def train_clustering(
     max_epochs: int | None = None,
 ) -> Path:
     """Train a clustering task's graph network; returns the run folder (see module docstring)."""
-    from fastreco.train.runner import best_checkpoint, make_trainer, write_run_info
+    from fastreco.train.runner import (
+        init_weights_from,
+        make_trainer,
+        open_run,
+        record_training,
+        write_run_info,
+    )
 
     if not isinstance(task, ClusteringTaskConfig):
         task = ClusteringTaskConfig.load(task)
-    run = Path(runs_dir) / (run_name or task.name)
-    last = run / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
-        task = ClusteringTaskConfig.load(run / "config.yaml")
-    elif (run / "checkpoints").exists():
-        raise InputError(
-            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
-        )
-    run.mkdir(parents=True, exist_ok=True)
-    task.save(run / "config.yaml")
+    task, run, last = open_run(
+        task,
+        lambda r: ClusteringTaskConfig.load(r / "config.yaml"),
+        runs_dir=runs_dir,
+        run_name=run_name,
+        resume=resume,
+    )
     store_dir = ensure_hgcal_data(task, progress=progress)
     info: dict[str, Any] = {
         "run_schema_version": RUN_SCHEMA_VERSION,
@@ -271,8 +265,7 @@ def train_clustering(
     L.seed_everything(t.seed, workers=True)
     module = CondensationModule(task.to_dict())
     if init_from is not None:
-        state = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
-        module.load_state_dict(state["state_dict"], strict=False)
+        info["init_tensors"] = init_weights_from(module, init_from)
     train = load_events(store_dir, "train", task)
     val = load_events(store_dir, "val", task)
     if not train or not val:
@@ -297,20 +290,14 @@ def train_clustering(
         module,
         loader(train, batch_size=t.batch_size, shuffle=True, collate_fn=collate),
         loader(val, batch_size=t.batch_size, shuffle=False, collate_fn=collate),
-        ckpt_path=str(last) if resume else None,
+        ckpt_path=None if last is None else str(last),
     )
-    if trainer.global_rank == 0:
-        info.update(
-            {
-                "best_checkpoint": str(best.best_model_path),
-                "best_val_loss": None
-                if best.best_model_score is None
-                else float(best.best_model_score),
-                "epochs_trained": trainer.current_epoch,
-                "global_steps": trainer.global_step,
-                "n_train": len(train),
-                "n_val": len(val),
-            }
-        )
-        write_run_info(run, info)
+    record_training(
+        run,
+        info,
+        trainer,
+        best,
+        n_train=len(train),
+        n_val=len(val),
+    )
     return run

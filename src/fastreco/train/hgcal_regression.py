@@ -58,7 +58,7 @@ from fastreco.models.property_loss import HUBER_DELTA, POSITION_SCALE_CM, proper
 from fastreco.models.registry import build_model
 from fastreco.reco.hgcal_energy import CalibratedEnergySum, Hits
 from fastreco.sim.hgcal import HgcalSimConfig
-from fastreco.train.module import NonFiniteLossError
+from fastreco.train.module import adamw_cosine, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -681,11 +681,7 @@ class RegressionModule(L.LightningModule):
         )
         loss = sum(terms.values())
         assert isinstance(loss, torch.Tensor)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite {stage} loss at epoch {self.current_epoch}, batch {index}; the "
-                "last good checkpoint is kept in the run folder"
-            )
+        check_finite(loss, stage, self.current_epoch, index)
         n = len(b["target"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n)
         for key, value in terms.items():
@@ -701,10 +697,7 @@ class RegressionModule(L.LightningModule):
         self._step(b, "val", index)
 
     def configure_optimizers(self) -> Any:
-        t = self.task.training
-        opt = torch.optim.AdamW(self.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.epochs, 1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return adamw_cosine(self.parameters(), self.task.training)
 
 
 def load_regression_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> RegressionModule:
@@ -736,22 +729,23 @@ def train_hgcal_regression(
     max_epochs: int | None = None,
 ) -> Path:
     """Train a regression task's model; returns the run folder (see module docstring)."""
-    from fastreco.train.runner import best_checkpoint, make_trainer, write_run_info
+    from fastreco.train.runner import (
+        init_weights_from,
+        make_trainer,
+        open_run,
+        record_training,
+        write_run_info,
+    )
 
     if not isinstance(task, HgcalRegressionTaskConfig):
         task = HgcalRegressionTaskConfig.load(task)
-    run = Path(runs_dir) / (run_name or task.name)
-    last = run / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
-        task = HgcalRegressionTaskConfig.load(run / "config.yaml")
-    elif (run / "checkpoints").exists():
-        raise InputError(
-            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
-        )
-    run.mkdir(parents=True, exist_ok=True)
-    task.save(run / "config.yaml")
+    task, run, last = open_run(
+        task,
+        lambda r: HgcalRegressionTaskConfig.load(r / "config.yaml"),
+        runs_dir=runs_dir,
+        run_name=run_name,
+        resume=resume,
+    )
     rep = representation_of(task.model.name)
     events, calib = load_store_events(task, points=rep.needs_points, progress=progress)
     train_idx = split_indices(events, task, "train")
@@ -792,8 +786,7 @@ def train_hgcal_regression(
     L.seed_everything(t.seed, workers=True)
     module = RegressionModule(task.to_dict(), input_shape, offset.tolist(), scale.tolist())
     if init_from is not None:
-        state = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
-        module.load_state_dict(state["state_dict"], strict=False)
+        info["init_tensors"] = init_weights_from(module, init_from)
     loader = torch.utils.data.DataLoader
     trainer, best = make_trainer(
         run,
@@ -809,20 +802,14 @@ def train_hgcal_regression(
         module,
         loader(train, batch_size=t.batch_size, shuffle=True, collate_fn=train.collate),
         loader(val, batch_size=t.batch_size, shuffle=False, collate_fn=val.collate),
-        ckpt_path=str(last) if resume else None,
+        ckpt_path=None if last is None else str(last),
     )
-    if trainer.global_rank == 0:
-        info.update(
-            {
-                "best_checkpoint": str(best.best_model_path),
-                "best_val_loss": None
-                if best.best_model_score is None
-                else float(best.best_model_score),
-                "epochs_trained": trainer.current_epoch,
-                "global_steps": trainer.global_step,
-                "n_train": len(train),
-                "n_val": len(val),
-            }
-        )
-        write_run_info(run, info)
+    record_training(
+        run,
+        info,
+        trainer,
+        best,
+        n_train=len(train),
+        n_val=len(val),
+    )
     return run

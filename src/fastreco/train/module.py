@@ -22,6 +22,30 @@ class NonFiniteLossError(FastrecoError):
     """Training produced a NaN or infinite loss."""
 
 
+def check_finite(loss: torch.Tensor, stage: str, epoch: int, batch_index: int) -> None:
+    """Stop a training whose ``loss`` is NaN or infinite, naming the epoch and the batch."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"non-finite {stage} loss ({loss.item()}) at epoch {epoch}, batch {batch_index}; "
+            "the last good checkpoint is kept in the run folder"
+        )
+
+
+def adamw_cosine(
+    parameters: Any, training: Any, *, weight_decay: float | None = None
+) -> dict[str, Any]:
+    """The optimizer of every task kind: AdamW at the config's learning rate (and weight decay,
+    unless given), cosine-annealed over the config's epochs; Lightning's
+    ``configure_optimizers`` format."""
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=training.learning_rate,
+        weight_decay=training.weight_decay if weight_decay is None else weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(training.epochs, 1))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
 def n_outputs(task: TaskConfig) -> int:
     """1 logit for two classes, one per class beyond, 1 value for regression."""
     if task.kind == "regression":
@@ -83,11 +107,7 @@ class TaskModule(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int) -> torch.Tensor:
         out = self(batch["x"])
         loss = self.loss(out, batch["y"], batch.get("energy"))
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite {stage} loss ({loss.item()}) at epoch {self.current_epoch}, batch "
-                f"{batch_idx}; the last good checkpoint is kept in the run folder"
-            )
+        check_finite(loss, stage, self.current_epoch, batch_idx)
         n = len(batch["y"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
         if self.task.kind == "classification":
@@ -109,15 +129,7 @@ class TaskModule(L.LightningModule):
         self._step(batch, "val", batch_idx)
 
     def configure_optimizers(self) -> Any:
-        t = self.task.training
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return adamw_cosine(self.parameters(), self.task.training)
 
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Signal probability (two classes), class probabilities, or the regressed correction."""

@@ -62,7 +62,7 @@ from fastreco.geometry.lartpc import LArTpcPlane
 from fastreco.models.lartpc import N_CLASSES, PatchCNN, pixel_id_loss
 from fastreco.models.registry import build_model
 from fastreco.sim.lartpc import LArTpcSimConfig
-from fastreco.train.module import NonFiniteLossError
+from fastreco.train.module import adamw_cosine, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -499,11 +499,7 @@ class PixelIdModule(L.LightningModule):
             weights=tuple(self.task.sampling.loss_weights),  # type: ignore[arg-type]
             class_weights=self.class_weight,
         )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite {stage} loss at epoch {self.current_epoch}, batch {index}; the "
-                "last good checkpoint is kept in the run folder"
-            )
+        check_finite(loss, stage, self.current_epoch, index)
         n = len(b["x"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n)
         with torch.no_grad():
@@ -520,10 +516,7 @@ class PixelIdModule(L.LightningModule):
         self._step(b, "val", index)
 
     def configure_optimizers(self) -> Any:
-        t = self.task.training
-        opt = torch.optim.AdamW(self.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.epochs, 1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return adamw_cosine(self.parameters(), self.task.training)
 
 
 def load_pixel_id_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> PixelIdModule:
@@ -549,25 +542,22 @@ def train_pixel_id(
     """Train a pixel-ID task; returns the run folder (see the module docstring)."""
     from fastreco.train.runner import (
         _augmentation_epoch,
-        best_checkpoint,
+        init_weights_from,
         make_trainer,
+        open_run,
+        record_training,
         write_run_info,
     )
 
     if not isinstance(task, PixelIdTaskConfig):
         task = PixelIdTaskConfig.load(task)
-    run = Path(runs_dir) / (run_name or task.name)
-    last = run / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
-        task = PixelIdTaskConfig.load(run / "config.yaml")
-    elif (run / "checkpoints").exists():
-        raise InputError(
-            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
-        )
-    run.mkdir(parents=True, exist_ok=True)
-    task.save(run / "config.yaml")
+    task, run, last = open_run(
+        task,
+        lambda r: PixelIdTaskConfig.load(r / "config.yaml"),
+        runs_dir=runs_dir,
+        run_name=run_name,
+        resume=resume,
+    )
     store_dir = ensure_lartpc_data(task, progress=progress)
     n_events = EventStore(store_dir).n_events
     train_idx = split_events(n_events, "train", task.data.split)
@@ -587,9 +577,6 @@ def train_pixel_id(
     mode = model_mode(task.model.name)
     weights = class_weights(train_events) if mode == "image" else None
     module = PixelIdModule(task.to_dict(), weights)
-    if init_from is not None:
-        state = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
-        module.load_state_dict(state["state_dict"], strict=False)
     batch = t.batch_size
     train_set = PixelIdSamples(
         train_events, geometry.shape, task.sampling, mode, batch, seed=t.seed, train=True
@@ -611,6 +598,8 @@ def train_pixel_id(
         "class_weights": weights,
         "init_from": None if init_from is None else str(init_from),
     }
+    if init_from is not None:
+        info["init_tensors"] = init_weights_from(module, init_from)
     write_run_info(run, info)
     loader = torch.utils.data.DataLoader
     workers = t.num_workers
@@ -629,21 +618,15 @@ def train_pixel_id(
         module,
         loader(train_set, batch_size=None, num_workers=workers),
         loader(val_set, batch_size=None, num_workers=workers),
-        ckpt_path=str(last) if resume else None,
+        ckpt_path=None if last is None else str(last),
     )
-    if trainer.global_rank == 0:
-        info.update(
-            {
-                "best_checkpoint": str(best.best_model_path),
-                "best_val_loss": None
-                if best.best_model_score is None
-                else float(best.best_model_score),
-                "epochs_trained": trainer.current_epoch,
-                "global_steps": trainer.global_step,
-                "n_train": len(train_events),
-                "n_val": len(val_events),
-                "samples_per_epoch": len(train_events) * task.sampling.samples_per_event,
-            }
-        )
-        write_run_info(run, info)
+    record_training(
+        run,
+        info,
+        trainer,
+        best,
+        n_train=len(train_events),
+        n_val=len(val_events),
+        samples_per_epoch=len(train_events) * task.sampling.samples_per_event,
+    )
     return run

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,66 @@ def make_trainer(
     return trainer, best
 
 
+def open_run(
+    task: Any,
+    load_config: Callable[[Path], Any],
+    *,
+    runs_dir: str | os.PathLike[str],
+    run_name: str | None,
+    resume: bool,
+) -> tuple[Any, Path, Path | None]:
+    """The run folder ``runs_dir/run_name`` (default: the task's name) of a training, for every
+    task kind: a new folder gets the task's ``config.yaml``; with ``resume`` the folder's own
+    config (``load_config(run)``) is used and its ``last.ckpt`` continued. A new training never
+    overwrites a folder that holds checkpoints.
+
+    Returns:
+        ``(task, run, checkpoint to resume from or None)``.
+    """
+    run = Path(runs_dir) / (run_name or task.name)
+    last = run / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.exists():
+            raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
+        task = load_config(run)
+    elif (run / "checkpoints").exists() and os.environ.get("LOCAL_RANK", "0") == "0":
+        raise InputError(
+            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    task.save(run / "config.yaml")
+    return task, run, last if resume else None
+
+
+def init_weights_from(module: torch.nn.Module, init_from: str | os.PathLike[str]) -> str:
+    """Copy into ``module`` the tensors of another run's best checkpoint that match it in name
+    and shape (transfer learning); returns ``"copied/total"``."""
+    source = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
+    own = module.state_dict()
+    loaded = {k: v for k, v in source["state_dict"].items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(loaded, strict=False)
+    log.info("initialised %d/%d tensors from %s", len(loaded), len(own), init_from)
+    return f"{len(loaded)}/{len(own)}"
+
+
+def record_training(run: Path, info: dict[str, Any], trainer: Any, best: Any, **extra: Any) -> None:
+    """Add the outcome of ``trainer.fit`` (best checkpoint and validation loss, epochs, steps,
+    and ``extra``) to the run's ``run.json`` (rank 0 only)."""
+    if trainer.global_rank != 0:
+        return
+    score = best.best_model_score
+    info.update(
+        {
+            "best_checkpoint": str(best.best_model_path),
+            "best_val_loss": None if score is None else float(score),
+            "epochs_trained": trainer.current_epoch,
+            "global_steps": trainer.global_step,
+            **extra,
+        }
+    )
+    write_run_info(run, info)
+
+
 def train_task(
     task: TaskConfig | str | os.PathLike[str],
     *,
@@ -196,18 +256,9 @@ def train_task(
 
     if not isinstance(task, TaskConfig):
         task = TaskConfig.load(task)
-    run = Path(runs_dir) / (run_name or task.name)
-    last = run / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
-        task, _ = load_run(run)
-    elif (run / "checkpoints").exists() and os.environ.get("LOCAL_RANK", "0") == "0":
-        raise InputError(
-            "run folder exists; use --resume to continue it or --run-name for a new one", source=run
-        )
-    run.mkdir(parents=True, exist_ok=True)
-    task.save(run / "config.yaml")
+    task, run, last = open_run(
+        task, lambda r: load_run(r)[0], runs_dir=runs_dir, run_name=run_name, resume=resume
+    )
 
     store_dir = ensure_data(task, progress=progress)
     store = EventStore(store_dir)
@@ -230,14 +281,7 @@ def train_task(
     L.seed_everything(t.seed, workers=True)
     module = TaskModule(task.to_dict(), input_shape)
     if init_from is not None:
-        source = torch.load(best_checkpoint(init_from), map_location="cpu", weights_only=False)
-        own = module.state_dict()
-        loaded = {
-            k: v for k, v in source["state_dict"].items() if k in own and own[k].shape == v.shape
-        }
-        module.load_state_dict(loaded, strict=False)
-        log.info("initialised %d/%d tensors from %s", len(loaded), len(own), init_from)
-        info["init_tensors"] = f"{len(loaded)}/{len(own)}"
+        info["init_tensors"] = init_weights_from(module, init_from)
 
     train = ChunkDataset(store_dir, task, "train", augment=t.augment, seed=t.seed)
     val = ChunkDataset(store_dir, task, "val")
@@ -257,18 +301,7 @@ def train_task(
         module,
         make_loader(train, shuffle=True, num_workers=workers, persistent=not train.augment),
         make_loader(val, shuffle=False, num_workers=min(workers, 1)),
-        ckpt_path=str(last) if resume else None,
+        ckpt_path=None if last is None else str(last),
     )
-    if trainer.global_rank == 0:
-        info.update(
-            {
-                "best_checkpoint": str(best.best_model_path),
-                "best_val_loss": float(best.best_model_score)
-                if best.best_model_score is not None
-                else None,
-                "epochs_trained": trainer.current_epoch,
-                "global_steps": trainer.global_step,
-            }
-        )
-        write_run_info(run, info)
+    record_training(run, info, trainer, best)
     return run
