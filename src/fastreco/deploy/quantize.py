@@ -325,21 +325,9 @@ def quantization_report(
         "working_point": SIGNAL_EFFICIENCY,
         "models": list(paths),
     }
-    for key, path in paths.items():
-        report[key] = {
-            **classification_metrics(task, test.y, raw[key]),
-            "size_bytes": path.stat().st_size,
-            "events_per_s": rates[key],
-            "path": str(path),
-        }
-        if key != "fp32":
-            diff = np.abs(raw[key].astype(np.float64) - raw["fp32"])
-            report[key]["method"] = methods[key]["method"]
-            report[key]["agreement"] = {
-                "max_abs_logit_diff": float(diff.max()),
-                "mean_abs_logit_diff": float(diff.mean()),
-                "same_decision_fraction": _same_decision(task, test.y, raw["fp32"], raw[key]),
-            }
+    report.update(_model_rows(task, test.y, paths, raw, rates, compared=list(methods)))
+    for key in methods:
+        report[key]["method"] = methods[key]["method"]
     log.info(
         "%s: fp32 AUC %.4f, int8 AUC %.4f (%s)",
         run,
@@ -348,6 +336,35 @@ def quantization_report(
         report["method"],
     )
     return report
+
+
+def _model_rows(
+    task: Any,
+    y: np.ndarray,
+    paths: dict[str, Path],
+    raw: dict[str, np.ndarray],
+    rates: dict[str, float],
+    *,
+    compared: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """One report row per ONNX model (test-split metrics, file size, throughput, path); the
+    ``compared`` ones also get their ``agreement`` with the ``fp32`` model's logits."""
+    rows: dict[str, dict[str, Any]] = {}
+    for key, path in paths.items():
+        rows[key] = {
+            **classification_metrics(task, y, raw[key]),
+            "size_bytes": path.stat().st_size,
+            "events_per_s": rates[key],
+            "path": str(path),
+        }
+    for key in compared:
+        diff = np.abs(raw[key].astype(np.float64) - raw["fp32"])
+        rows[key]["agreement"] = {
+            "max_abs_logit_diff": float(diff.max()),
+            "mean_abs_logit_diff": float(diff.mean()),
+            "same_decision_fraction": _same_decision(task, y, raw["fp32"], raw[key]),
+        }
+    return rows
 
 
 def _same_decision(task: Any, y: np.ndarray, raw32: np.ndarray, raw8: np.ndarray) -> float:
@@ -619,19 +636,7 @@ def qat_int8_report(
         "throughput": {"batch_size": batch_size, "threads": threads},
         "models": list(paths),
     }
-    for key, path in paths.items():
-        report[key] = {
-            **classification_metrics(task, test.y, raw[key]),
-            "size_bytes": path.stat().st_size,
-            "events_per_s": rates[key],
-            "path": str(path),
-        }
-    diff = np.abs(raw["qat_int8"].astype(np.float64) - raw["fp32"])
-    report["qat_int8"]["agreement"] = {
-        "max_abs_logit_diff": float(diff.max()),
-        "mean_abs_logit_diff": float(diff.mean()),
-        "same_decision_fraction": _same_decision(task, test.y, raw["fp32"], raw["qat_int8"]),
-    }
+    report.update(_model_rows(task, test.y, paths, raw, rates, compared=["qat_int8"]))
     log.info(
         "%s: fp32 AUC %.4f, QAT int8 AUC %.4f, %.2fx the fp32 throughput",
         run,

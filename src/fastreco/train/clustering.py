@@ -212,11 +212,9 @@ class CondensationModule(L.LightningModule):
 
 def load_clustering_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> Any:
     """The trained graph model of a clustering run (best checkpoint, else last), in eval mode."""
-    from fastreco.train.runner import best_checkpoint
+    from fastreco.train.runner import load_module
 
-    module = CondensationModule.load_from_checkpoint(best_checkpoint(run_dir), map_location=device)
-    module.eval()
-    return module
+    return load_module(CondensationModule, run_dir, device)
 
 
 def train_clustering(
@@ -239,14 +237,8 @@ def train_clustering(
         write_run_info,
     )
 
-    if not isinstance(task, ClusteringTaskConfig):
-        task = ClusteringTaskConfig.load(task)
     task, run, last = open_run(
-        task,
-        lambda r: ClusteringTaskConfig.load(r / "config.yaml"),
-        runs_dir=runs_dir,
-        run_name=run_name,
-        resume=resume,
+        task, ClusteringTaskConfig, runs_dir=runs_dir, run_name=run_name, resume=resume
     )
     store_dir = ensure_hgcal_data(task, progress=progress)
     info: dict[str, Any] = {

@@ -702,11 +702,9 @@ class RegressionModule(L.LightningModule):
 
 def load_regression_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> RegressionModule:
     """The trained module of a run (best checkpoint, else last), in eval mode."""
-    from fastreco.train.runner import best_checkpoint
+    from fastreco.train.runner import load_module
 
-    module = RegressionModule.load_from_checkpoint(best_checkpoint(run_dir), map_location=device)
-    module.eval()
-    return module
+    return load_module(RegressionModule, run_dir, device)
 
 
 def load_raw_calibration(info: dict[str, Any]) -> CalibratedEnergySum:
@@ -737,14 +735,8 @@ def train_hgcal_regression(
         write_run_info,
     )
 
-    if not isinstance(task, HgcalRegressionTaskConfig):
-        task = HgcalRegressionTaskConfig.load(task)
     task, run, last = open_run(
-        task,
-        lambda r: HgcalRegressionTaskConfig.load(r / "config.yaml"),
-        runs_dir=runs_dir,
-        run_name=run_name,
-        resume=resume,
+        task, HgcalRegressionTaskConfig, runs_dir=runs_dir, run_name=run_name, resume=resume
     )
     rep = representation_of(task.model.name)
     events, calib = load_store_events(task, points=rep.needs_points, progress=progress)

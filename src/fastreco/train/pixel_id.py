@@ -521,11 +521,9 @@ class PixelIdModule(L.LightningModule):
 
 def load_pixel_id_model(run_dir: str | os.PathLike[str], device: Any = "cpu") -> PixelIdModule:
     """The trained module of a pixel-ID run (best checkpoint, else last), in eval mode."""
-    from fastreco.train.runner import best_checkpoint
+    from fastreco.train.runner import load_module
 
-    module = PixelIdModule.load_from_checkpoint(best_checkpoint(run_dir), map_location=device)
-    module.eval()
-    return module
+    return load_module(PixelIdModule, run_dir, device)
 
 
 def train_pixel_id(
@@ -549,14 +547,8 @@ def train_pixel_id(
         write_run_info,
     )
 
-    if not isinstance(task, PixelIdTaskConfig):
-        task = PixelIdTaskConfig.load(task)
     task, run, last = open_run(
-        task,
-        lambda r: PixelIdTaskConfig.load(r / "config.yaml"),
-        runs_dir=runs_dir,
-        run_name=run_name,
-        resume=resume,
+        task, PixelIdTaskConfig, runs_dir=runs_dir, run_name=run_name, resume=resume
     )
     store_dir = ensure_lartpc_data(task, progress=progress)
     n_events = EventStore(store_dir).n_events

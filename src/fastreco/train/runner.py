@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,26 +170,29 @@ def make_trainer(
 
 def open_run(
     task: Any,
-    load_config: Callable[[Path], Any],
+    config_class: Any,
     *,
     runs_dir: str | os.PathLike[str],
     run_name: str | None,
     resume: bool,
 ) -> tuple[Any, Path, Path | None]:
     """The run folder ``runs_dir/run_name`` (default: the task's name) of a training, for every
-    task kind: a new folder gets the task's ``config.yaml``; with ``resume`` the folder's own
-    config (``load_config(run)``) is used and its ``last.ckpt`` continued. A new training never
-    overwrites a folder that holds checkpoints.
+    task kind: ``task`` is a ``config_class`` instance or the path of its YAML (read with
+    ``config_class.load``); a new folder gets the task's ``config.yaml``; with ``resume`` the
+    folder's own config is used and its ``last.ckpt`` continued. A new training never overwrites
+    a folder that holds checkpoints.
 
     Returns:
         ``(task, run, checkpoint to resume from or None)``.
     """
+    if not isinstance(task, config_class):
+        task = config_class.load(task)
     run = Path(runs_dir) / (run_name or task.name)
     last = run / "checkpoints" / "last.ckpt"
     if resume:
         if not last.exists():
             raise InputError("nothing to resume: no checkpoints/last.ckpt", source=run)
-        task = load_config(run)
+        task = config_class.load(run / "config.yaml")
     elif (run / "checkpoints").exists() and os.environ.get("LOCAL_RANK", "0") == "0":
         raise InputError(
             "run folder exists; use --resume to continue it or --run-name for a new one", source=run
@@ -208,6 +211,13 @@ def init_weights_from(module: torch.nn.Module, init_from: str | os.PathLike[str]
     module.load_state_dict(loaded, strict=False)
     log.info("initialised %d/%d tensors from %s", len(loaded), len(own), init_from)
     return f"{len(loaded)}/{len(own)}"
+
+
+def load_module(module_class: Any, run_dir: str | os.PathLike[str], device: Any = "cpu") -> Any:
+    """The trained LightningModule of a run (best checkpoint, else last), in eval mode."""
+    module = module_class.load_from_checkpoint(best_checkpoint(run_dir), map_location=device)
+    module.eval()
+    return module
 
 
 def record_training(run: Path, info: dict[str, Any], trainer: Any, best: Any, **extra: Any) -> None:
@@ -254,11 +264,11 @@ def train_task(
     from fastreco.train.datasets import ChunkDataset, make_loader
     from fastreco.train.module import TaskModule
 
-    if not isinstance(task, TaskConfig):
-        task = TaskConfig.load(task)
     task, run, last = open_run(
-        task, lambda r: load_run(r)[0], runs_dir=runs_dir, run_name=run_name, resume=resume
+        task, TaskConfig, runs_dir=runs_dir, run_name=run_name, resume=resume
     )
+    if last is not None:
+        load_run(run)  # refuses a run folder written by an incompatible version
 
     store_dir = ensure_data(task, progress=progress)
     store = EventStore(store_dir)
