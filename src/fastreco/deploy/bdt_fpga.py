@@ -792,7 +792,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     error)."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from fastreco.deploy.hls import agreement_table
 
     parser = argparse.ArgumentParser(
         prog="python -m fastreco.deploy.bdt_fpga", description=main.__doc__
@@ -824,30 +825,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     _write_json({"bdt": args.bdt, "rows": rows}, Path(args.output) / "conifer_scan.json")
-    table = Table(
-        title=f"conifer emulation vs scikit-learn: {args.bdt} ({rows[0]['n']} test events)"
-    )
-    table.add_column("precision", no_wrap=True)
-    for column in (
-        "compile [s]",
-        "max |Δ score|",
-        "mean |Δ score|",
-        "same decision @90 %",
-        "AUC float",
-        "AUC emulation",
-    ):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            row["precision"],
-            f"{row['seconds']:.1f}",
-            f"{row['max_abs_diff']:.4f}",
-            f"{row['mean_abs_diff']:.4f}",
-            f"{row['same_decision']:.2%}",
-            f"{row['auc_float']:.4f}" if "auc_float" in row else "-",
-            f"{row['auc_emulation']:.4f}" if "auc_emulation" in row else "-",
-        )
-    console.print(table)
+    title = f"conifer emulation vs scikit-learn: {args.bdt} ({rows[0]['n']} test events)"
+    keys = {
+        "same_decision": "same_decision",
+        "reference": "auc_float",
+        "emulation": "auc_emulation",
+    }
+    console.print(agreement_table(title, rows, "score", ("float", "emulation"), keys))
     for row in rows:
         if row["project"] is not None:
             console.print(f"synthesize with: {synthesis_command(row['project'])}")

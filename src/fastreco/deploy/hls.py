@@ -650,6 +650,44 @@ def check_run(
     return rows
 
 
+def agreement_table(
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    output: str,
+    labels: tuple[str, str],
+    keys: dict[str, str],
+) -> Any:
+    """The rich table of an emulation scan (hls4ml or conifer): per precision, the compile
+    time, max and mean |Δ ``output``| against the float model, the share of same decisions and
+    the AUC of the float model and of the emulation (``labels``: their names; ``keys``: the row
+    keys of ``same_decision``, ``reference`` and ``emulation``)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("precision", no_wrap=True)
+    for column in (
+        "compile (s)",
+        f"max |Δ {output}|",
+        f"mean |Δ {output}|",
+        "same decision",
+        f"AUC {labels[0]}",
+        f"AUC {labels[1]}",
+    ):
+        table.add_column(column, justify="right")
+    for row in rows:
+        reference, emulation = row.get(keys["reference"]), row.get(keys["emulation"])
+        table.add_row(
+            row["precision"],
+            f"{row['seconds']:.1f}",
+            f"{row['max_abs_diff']:.4f}",
+            f"{row['mean_abs_diff']:.4f}",
+            f"{row[keys['same_decision']]:.2%}",
+            "-" if reference is None else f"{reference:.4f}",
+            "-" if emulation is None else f"{emulation:.4f}",
+        )
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastreco.deploy.hls RUN --output OUT [--precision P]... [--reuse-factor R]``:
     export a run with hls4ml at each precision, compile, and print the agreement with PyTorch
@@ -657,7 +695,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     :mod:`fastreco.evaluate.deployment`). Returns the exit code (2 on a user error)."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     parser = argparse.ArgumentParser(prog="python -m fastreco.deploy.hls", description=main.__doc__)
     parser.add_argument("run", help="a trained run folder")
@@ -703,32 +740,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (Path(args.output) / "hls_scan.json").write_text(  # read by fastreco.evaluate.deployment
         json.dumps(scan, indent=2, default=str) + "\n", encoding="utf-8"
     )
-    table = Table(
-        title=f"hls4ml emulation vs PyTorch: {args.run} ({rows[0]['n']} test events, "
+    title = (
+        f"hls4ml emulation vs PyTorch: {args.run} ({rows[0]['n']} test events, "
         f"reuse factor {args.reuse_factor}, {args.io_type}, {args.backend}, parameters "
         f"{'at --precision' if args.no_fit_parameters else 'fitted'})"
     )
-    table.add_column("precision", no_wrap=True)
-    for column in (
-        "compile [s]",
-        "max |Δ logit|",
-        "mean |Δ logit|",
-        "same decision",
-        "AUC torch",
-        "AUC hls",
-    ):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            row["precision"],
-            f"{row['seconds']:.1f}",
-            f"{row['max_abs_diff']:.4f}",
-            f"{row['mean_abs_diff']:.4f}",
-            f"{row['decision_agreement']:.2%}",
-            f"{row['auc_torch']:.4f}" if "auc_torch" in row else "-",
-            f"{row['auc_hls']:.4f}" if "auc_hls" in row else "-",
-        )
-    console.print(table)
+    keys = {"same_decision": "decision_agreement", "reference": "auc_torch", "emulation": "auc_hls"}
+    console.print(agreement_table(title, rows, "logit", ("torch", "hls"), keys))
     for row in rows:
         console.print(f"synthesize with: {synthesis_command(row['project'], args.backend)}")
     return 0
