@@ -284,3 +284,27 @@ def test_regression_loss_weighs_errors_by_the_expected_resolution() -> None:
     assert grads[1] == pytest.approx(grads[0], rel=0.15)
     with pytest.raises(ValueError, match="true energy"):
         module.loss(torch.tensor([[1.0]]), torch.ones(1))
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_batchnorm_keeps_running_statistics_in_training(freeze: bool) -> None:
+    """With ``freeze_batchnorm`` a training step leaves BatchNorm's running statistics alone
+    (eval mode) while the other layers train; without it they follow the batches."""
+    task = TaskConfig.from_dict(
+        {
+            "name": "e",
+            "kind": "regression",
+            "target": "energy",
+            "classes": ["gamma"],
+            "model": {"name": "resnet-cnn"},
+            "training": {"freeze_batchnorm": freeze},
+        }
+    )
+    module = TaskModule(task.to_dict(), (1, 9, 9)).train()
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    before = norms[0].running_mean.clone()
+    module(torch.rand(8, 1, 9, 9) * 5.0)
+    assert all(m.training != freeze for m in norms)
+    assert module.model.training
+    assert torch.equal(norms[0].running_mean, before) == freeze

@@ -64,6 +64,9 @@ class TrainingConfig:
     augment: bool = True  # barrel symmetries: phi rotation/flip, eta -> -eta
     num_workers: int = 2  # DataLoader worker processes reading the event store
     max_time_minutes: float = 0.0  # 0 = no limit
+    # fine-tuning: BatchNorm layers keep their running statistics (eval mode) while the rest
+    # trains, so the network trains exactly as it will be evaluated
+    freeze_batchnorm: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

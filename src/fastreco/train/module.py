@@ -131,6 +131,20 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return adamw_cosine(self.parameters(), self.task.training)
 
+    def train(self, mode: bool = True) -> TaskModule:
+        """Train mode, with BatchNorm kept in eval mode when the task freezes it.
+
+        Batch statistics differ from the running ones the evaluation uses; for a regression at
+        the per-mille level that difference is a visible shift of the output, so a fine-tuning
+        stage can train with the statistics it will be evaluated with.
+        """
+        super().train(mode)
+        if mode and self.task.training.freeze_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Signal probability (two classes), class probabilities, or the regressed correction."""
         out = self(x)
