@@ -171,9 +171,10 @@ def test_drn_reduction_is_a_maximal_matching_within_events(events):
 
 @pytest.mark.parametrize("name", ["hgcal-cnn3d", "hgcal-drn"])
 def test_networks_learn_shower_energy_and_barycenter(name):
-    """40 full-batch Adam steps on 32 toy showers: the MSE of the standardized targets
-    (ln E_sum, barycenter x, y, layer) falls by a factor 3 at least (seen: 250 for the CNN,
-    5 for the DRN, whose max-pooled summary learns the energy-weighted means more slowly)."""
+    """60 full-batch Adam steps on 32 toy showers: the MSE of the standardized targets
+    (ln E_sum, barycenter x, y, layer) falls by a factor 3 at least (seen: >100 for the CNN,
+    4.5-5 for the DRN over initial seeds, whose max-pooled summary learns the energy-weighted
+    means more slowly and whose discrete matching makes its path depend on the seed)."""
     events = _showers(32, seed=4)
     target = torch.from_numpy(np.stack([ev["target"] for ev in events]))
     target = (target - target.mean(0)) / target.std(0)
@@ -183,7 +184,7 @@ def test_networks_learn_shower_energy_and_barycenter(name):
         model, inputs = _drn(), _point_batch(events)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(60):
         loss = torch.nn.functional.mse_loss(model(*inputs), target)
         opt.zero_grad()
         loss.backward()
@@ -253,3 +254,25 @@ def test_drn_handles_events_with_fewer_hits_than_neighbours():
         )
     assert together.isfinite().all()
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("aggr", ["add", "mean", "max"])
+def test_chunked_edgeconv_equals_torch_geometric_edgeconv(aggr):
+    """Same sums as torch-geometric's EdgeConv whatever the chunk size, same parameter names."""
+    from torch_geometric.nn import EdgeConv
+
+    from fastreco.models.drn import ChunkedEdgeConv, _edge_mlp
+
+    torch.manual_seed(4)
+    x = torch.randn(60, 8)
+    batch = torch.tensor([0] * 35 + [1] * 25)
+    edges = knn_graph(x, batch, 5)
+    reference = EdgeConv(_edge_mlp(8), aggr=aggr)
+    chunked = ChunkedEdgeConv(_edge_mlp(8), aggr=aggr, chunk=7)
+    chunked.load_state_dict(reference.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x, edges), reference(x, edges), rtol=1e-5, atol=1e-6)
+    # a node no edge reaches gets zeros, as in torch-geometric
+    lonely = torch.cat([x, torch.randn(1, 8)])
+    with torch.no_grad():
+        assert torch.count_nonzero(chunked(lonely, edges)[-1]) == 0

@@ -22,14 +22,17 @@ parallel form of greedy max-weight matching (Preis 1999; Manne & Bisseling 2008)
 the sequential greedy form that visits nodes in random order. Unlike graclus it is
 deterministic and independent of the order of the hits, vectorised in torch and runs on CUDA.
 
-Graphs are built with :func:`fastreco.data.pointcloud.knn_indices` (scipy / chunked ``cdist``),
-so the network runs in PyTorch but does not export to ONNX (the graph is built outside the
-tensor program, as for GravNet).
+Graphs are built with :func:`fastreco.data.pointcloud.knn_indices` (scipy / chunked ``cdist``).
+Unlike GravNet and EdgeConv the network does not export to ONNX: the matching's rounds stop on
+a data-dependent condition and each reduction leaves a data-dependent number of nodes.
 
-**Memory.** EdgeConv materialises per-edge tensors (about ``1.4 k N`` edges after
-symmetrisation, each carrying ``[x_i, x_j - x_i]`` and the MLP's hidden layers), so the peak
-memory grows as ``k * hidden * N``: ~20 MB per 600-hit event at the default size
-(benchmarks/bench_hgcal_regression_models.py), more than the default 3D CNN needs.
+**Memory.** EdgeConv's messages are per-edge tensors (about ``1.4 k N`` edges after
+symmetrisation, each carrying ``[x_i, x_j - x_i]`` and the MLP's hidden layers). Materialised at
+once (torch-geometric's ``EdgeConv``) they make the peak memory grow as ``k * hidden * N``:
+~20 MB per 600-hit event at the default size. :class:`ChunkedEdgeConv` computes the same sums
+over chunks of :data:`EDGE_CHUNK` edges, so in inference the peak is the nodes' features plus
+one chunk, independent of ``k`` - the point cloud's "no empty voxels" advantage made real.
+(In training autograd keeps every chunk's activations anyway.)
 
 Shapes:
     - **input:** ``x`` :math:`(N, F)` hit features (e.g.
@@ -45,6 +48,10 @@ from torch import nn
 from fastreco.data.pointcloud import knn_indices
 from fastreco.errors import InputError
 from fastreco.models.registry import MODELS
+
+#: Edges whose messages are computed at once by :class:`ChunkedEdgeConv` (bounds the peak
+#: memory of inference to ``EDGE_CHUNK * 4.5 * hidden`` floats beyond the node features).
+EDGE_CHUNK = 8192
 
 #: Rounds of the handshake matching; each pairs at least the heaviest free edge. On kNN graphs
 #: (k = 16) of 1000-hit events the matching is maximal (about half the nodes left) after ~16-20.
@@ -127,6 +134,58 @@ def max_pool_clusters(
     return pooled, batch_c
 
 
+class ChunkedEdgeConv(nn.Module):
+    r"""EdgeConv, :math:`x'_i = \square_{j \to i}\, h_\Theta(x_i, x_j - x_i)` with
+    :math:`\square` = sum, mean or max over the edges into :math:`i` (torch-geometric's
+    ``EdgeConv`` arithmetic, tested equal to it), evaluated over chunks of ``chunk`` edges so
+    the per-edge tensors never exist all at once.
+
+    The MLP is held as ``nn`` (torch-geometric's attribute name), so checkpoints of either
+    implementation load into the other. A node without incoming edges gets zeros.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)` (source, target)
+        - **output:** :math:`(N, F_{out})`
+    """
+
+    def __init__(self, mlp: nn.Module, aggr: str = "add", chunk: int = EDGE_CHUNK) -> None:
+        super().__init__()
+        if aggr not in ("add", "mean", "max"):
+            raise InputError(
+                "aggr must be 'add', 'mean' or 'max'", field="model.params.aggr", value=aggr
+            )
+        self.nn = mlp
+        self.aggr = aggr
+        self.chunk = chunk
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        src, dst = edge_index
+        out: torch.Tensor | None = None
+        for a in range(0, src.numel(), self.chunk):
+            s, d = src[a : a + self.chunk], dst[a : a + self.chunk]
+            x_i = x[d]
+            msg = self.nn(torch.cat([x_i, x[s] - x_i], dim=1))
+            if out is None:
+                fill = -torch.inf if self.aggr == "max" else 0.0
+                out = msg.new_full((x.shape[0], msg.shape[1]), fill)
+            if self.aggr == "max":
+                out = out.scatter_reduce(
+                    0, d[:, None].expand_as(msg), msg, reduce="amax", include_self=True
+                )
+            else:
+                out = out.index_add(0, d, msg)
+        if out is None:  # no edges at all
+            with torch.no_grad():
+                width = self.nn(x.new_zeros((1, 2 * x.shape[1]))).shape[1]
+            return x.new_zeros((x.shape[0], width))
+        if self.aggr == "max":
+            return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+        if self.aggr == "mean":
+            degree = torch.bincount(dst, minlength=x.shape[0]).clamp(min=1).to(out.dtype)
+            return out / degree[:, None]
+        return out
+
+
 def _edge_mlp(hidden: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(2 * hidden, 3 * hidden // 2),
@@ -162,8 +221,6 @@ class DynamicReductionNetwork(nn.Module):
         aggr: str = "add",
     ) -> None:
         super().__init__()
-        from torch_geometric.nn import EdgeConv
-
         if aggr not in ("add", "mean", "max"):
             raise InputError(
                 "aggr must be 'add', 'mean' or 'max'", field="model.params.aggr", value=aggr
@@ -175,8 +232,8 @@ class DynamicReductionNetwork(nn.Module):
             nn.Linear(hidden // 2, hidden),
             nn.ELU(),
         )
-        self.edgeconv1 = EdgeConv(_edge_mlp(hidden), aggr=aggr)
-        self.edgeconv2 = EdgeConv(_edge_mlp(hidden), aggr=aggr)
+        self.edgeconv1 = ChunkedEdgeConv(_edge_mlp(hidden), aggr=aggr)
+        self.edgeconv2 = ChunkedEdgeConv(_edge_mlp(hidden), aggr=aggr)
         self.output = nn.Sequential(
             nn.Linear(hidden, hidden),
             nn.ELU(),
