@@ -231,3 +231,25 @@ def test_reco_with_a_model_served_by_triton(runs, tmp_path):
     for column in ("p_e-", "p_gamma", "p_pi0"):
         np.testing.assert_allclose(b[column], a[column], atol=1e-5)
     assert (b["predicted"] == a["predicted"]).all()
+
+
+def test_oracle_sees_the_crystals_residual_miscalibration(runs):
+    """The intercalibration response of a shower is ~1 on average and spreads by a fraction of
+    the 0.3 % constant term (a shower shares its energy among a few crystals: sqrt(sum f^2) of
+    0.5-1), and it widens the oracle by that much."""
+    from fastreco.data.store import EventStore
+    from fastreco.evaluate.run import intercalibration_response, oracle_energy
+    from fastreco.sim.config import ReadoutConfig
+
+    store = EventStore(runs["cnn"].parent.parent / "store")
+    kappa = intercalibration_response(store).to_numpy()
+    assert len(kappa) == store.n_events
+    spread = ReadoutConfig().constant_term
+    assert abs(kappa.mean() - 1.0) < 0.2 * spread
+    assert 0.4 * spread < kappa.std() < 1.0 * spread
+    # a 100 GeV deposit: the oracle's relative width grows in quadrature by kappa's spread
+    deposited = np.full(len(kappa), 100.0)
+    edges = np.array([50.0, 150.0])
+    plain = oracle_energy(deposited, deposited, edges).std() / 100.0
+    seen = oracle_energy(deposited, deposited, edges, intercalibration=kappa).std() / 100.0
+    assert seen == pytest.approx(np.hypot(plain, kappa.std()), rel=0.1)
