@@ -27,12 +27,13 @@ SHAPES = {
 }
 
 
-#: Point-cloud models take ``(x, batch)`` and build kNN graphs with scipy inside ``forward``:
-#: they run in PyTorch (tests/test_gnn.py), not through this exporter.
+#: Point-cloud models take ``(x, batch)`` and build kNN graphs inside ``forward``: GravNet and
+#: EdgeConv export through ``export_graph_module`` (tested below), the DRN does not (its
+#: graph pooling matches nodes with a data-dependent loop).
 GRAPH_MODELS = {"gravnet", "edgeconv", "hgcal-drn"}
 #: LArTPC pixel-ID models: per-pixel outputs and dynamic image sizes, their export and ONNX
 #: Runtime parity are tested in tests/test_lartpc_models.py.
-LARTPC_MODELS = {"lartpc-patch-cnn", "lartpc-unet"}
+LARTPC_MODELS = {"lartpc-patch-cnn", "lartpc-unet", "lartpc-sparse-unet"}  # sparse: PyTorch only
 
 
 def test_every_registered_model_is_tested():
@@ -89,17 +90,25 @@ def test_exportable_knn_matches_the_kdtree_search():
     assert torch.equal(ref.sort(dim=1).values, got.sort(dim=1).values)
 
 
-def test_edgeconv_export_is_refused_until_pyg_message_passing_traces(tmp_path):
-    """torch-geometric's EdgeConv freezes the edge count of the example into the graph."""
-    from fastreco.data.pointcloud import N_FEATURES
-    from fastreco.deploy.onnx import export_graph_module
+def test_edgeconv_layer_equals_torch_geometric_edgeconv():
+    """The gathered (N, k) formulation is torch-geometric's EdgeConv (max) on the same graph."""
+    from torch_geometric.nn import EdgeConv
 
-    model = build_model("edgeconv", (N_FEATURES,), 4, hidden=16, blocks=2, k=8)
-    with pytest.raises(RuntimeError, match="ONNX Runtime"):
-        export_graph_module(model, N_FEATURES, tmp_path / "edgeconv.onnx")
+    from fastreco.data.pointcloud import knn_indices
+    from fastreco.models.gravnet import EdgeConvLayer
+
+    torch.manual_seed(1)
+    layer = EdgeConvLayer(5, 12, k=6).eval()
+    reference = EdgeConv(layer.mlp, aggr="max")
+    x = torch.randn(90, 5)
+    batch = torch.tensor([0] * 50 + [1] * 36 + [2] * 4)  # the last event is smaller than k
+    idx = knn_indices(x, batch, 6)
+    edges = torch.stack([idx.reshape(-1), torch.arange(90).repeat_interleave(6)])
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, batch), reference(x, edges), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gravnet"])
+@pytest.mark.parametrize("name", ["gravnet", "edgeconv"])
 def test_graph_models_export_with_their_knn_inside(name, tmp_path):
     import onnxruntime as ort
 

@@ -62,9 +62,13 @@ class EdgeConvLayer(nn.Module):
     r"""Dynamic edge convolution of "Dynamic Graph CNN for Learning on Point Clouds"
     <https://arxiv.org/abs/1801.07829> (Wang et al.):
     :math:`x'_i = \max_{j \in \mathrm{kNN}(i)} h_\Theta(x_i, x_j - x_i)`, the kNN graph rebuilt
-    in the layer's input space. Message passing is torch-geometric's ``EdgeConv`` on the graph
-    built here (its own ``DynamicEdgeConv`` needs torch-cluster or pyg-lib, which cannot be
-    installed here).
+    in the layer's input space.
+
+    A kNN graph has exactly ``k`` messages per hit, so the messages are gathered as an
+    ``(N, k, 2F)`` tensor and reduced over the neighbour axis: the same arithmetic as
+    torch-geometric's ``EdgeConv`` with ``aggr="max"`` on that graph (tested against it), without
+    a scatter over an edge list, so the layer exports to ONNX with a dynamic number of hits
+    (torch-geometric's message passing freezes the example's edge count when traced).
 
     Shapes:
         - **input:** ``x`` :math:`(N, F_{in})`, ``batch`` :math:`(N,)`
@@ -73,23 +77,23 @@ class EdgeConvLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, k: int = 16) -> None:
         super().__init__()
-        from torch_geometric.nn import EdgeConv
-
         self.k = k
-        self.conv = EdgeConv(
-            nn.Sequential(
-                nn.Linear(2 * in_channels, out_channels),
-                nn.ELU(),
-                nn.Linear(out_channels, out_channels),
-            ),
-            aggr="max",
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * in_channels, out_channels),
+            nn.ELU(),
+            nn.Linear(out_channels, out_channels),
         )
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         idx = knn_indices(x, batch, self.k).to(x.device)  # (N, k)
-        target = torch.arange(len(x), device=x.device).repeat_interleave(self.k)
-        edge_index = torch.stack([idx.reshape(-1), target])  # messages j -> i
-        return self.conv(x, edge_index)
+        x_i = x[:, None, :].expand(-1, idx.shape[1], -1)  # (N, k, F)
+        return self.mlp(torch.cat([x_i, x[idx] - x_i], dim=-1)).amax(dim=1)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.mlp[0].in_features // 2}, "
+            f"{self.mlp[-1].out_features}, k={self.k})"
+        )
 
 
 class _CondensationNet(nn.Module):
