@@ -1,7 +1,9 @@
-"""Task kinds: what ``fastreco train`` and ``fastreco evaluate`` do for each ``kind`` of task.
+"""Task kinds: what ``fastreco train``, ``evaluate`` and ``export --onnx`` do for each ``kind``.
 
-A task YAML names its ``kind``; each kind registers a trainer (YAML -> run folder) and an
-evaluator (run folder -> metrics.json + report.html). A new kind of task is one registration.
+A task YAML names its ``kind``; each kind registers a trainer (YAML -> run folder), an
+evaluator (run folder -> metrics.json + report.html) and an ONNX exporter (run folder, output
+path -> the written ``.onnx``, with its ``<stem>.preprocessing.json`` beside it). A new kind of
+task is one registration.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fastreco.registry import Registry
 class TaskKind:
     train: Callable[..., Path]
     evaluate: Callable[..., dict[str, Any]]
+    #: ``(run_dir, out_path) -> Path`` of the written ONNX file (``fastreco export --onnx``)
+    export_onnx: Callable[..., Path]
 
 
 TASK_KINDS: Registry[TaskKind] = Registry("task kind")
@@ -75,11 +79,40 @@ def _evaluate_hgcal_regression(run: Any, **kwargs: Any) -> dict[str, Any]:
     return evaluate_hgcal_regression(run, **kwargs)
 
 
+def _export_ecal_onnx(run: Any, out: Any) -> Path:
+    from fastreco.deploy.onnx import export_ecal_onnx
+
+    return export_ecal_onnx(run, out)
+
+
+def _export_clustering_onnx(run: Any, out: Any) -> Path:
+    from fastreco.deploy.onnx import export_clustering_onnx
+
+    return export_clustering_onnx(run, out)
+
+
+def _export_hgcal_regression_onnx(run: Any, out: Any) -> Path:
+    from fastreco.deploy.onnx import export_hgcal_regression_onnx
+
+    return export_hgcal_regression_onnx(run, out)
+
+
+def _export_pixel_id_onnx(run: Any, out: Any) -> Path:
+    from fastreco.deploy.onnx import export_pixel_id_onnx
+
+    return export_pixel_id_onnx(run, out)
+
+
 for _name in ("classification", "regression"):
-    TASK_KINDS.add(_name, TaskKind(_train_ecal, _evaluate_ecal))
-TASK_KINDS.add("clustering", TaskKind(_train_clustering, _evaluate_clustering))
-TASK_KINDS.add("hgcal_regression", TaskKind(_train_hgcal_regression, _evaluate_hgcal_regression))
-TASK_KINDS.add("pixel_id", TaskKind(_train_pixel_id, _evaluate_pixel_id))
+    TASK_KINDS.add(_name, TaskKind(_train_ecal, _evaluate_ecal, _export_ecal_onnx))
+TASK_KINDS.add(
+    "clustering", TaskKind(_train_clustering, _evaluate_clustering, _export_clustering_onnx)
+)
+TASK_KINDS.add(
+    "hgcal_regression",
+    TaskKind(_train_hgcal_regression, _evaluate_hgcal_regression, _export_hgcal_regression_onnx),
+)
+TASK_KINDS.add("pixel_id", TaskKind(_train_pixel_id, _evaluate_pixel_id, _export_pixel_id_onnx))
 
 
 def config_kind(path: str | os.PathLike[str]) -> str:
