@@ -19,7 +19,11 @@ Events are synthetic (wires x ticks = 480 x N, ProtoDUNE-like up to 480 x 6000) 
 * ``U-Net ... hit tiles``: the same U-Net run only on the aligned tiles of ``--hit-tile`` holding
   hits, each grown by the receptive field (:func:`unet_scores_at`, exact: the note gives the
   largest difference to the whole-event pass at the hits, the tiles run and the pixels their
-  crops cover relative to the event).
+  crops cover relative to the event);
+* ``sparse U-Net PyTorch``: :class:`SparseUResNet` (submanifold sparse convolutions, the
+  ``configs/lartpc_pixel_id_sparse.yaml`` size by default, ``--sparse``) on the event's hits
+  only, all in one pass; building its sparse input from the image is included in the time. Its
+  GFLOP count is what it computes: every tap of every active site, the inactive ones included.
 
 Where a row says ``extrapolated``, it was timed on a part of the event and scaled linearly (per
 hit for the patch CNN, per pixel for the dense full map): the cost of these paths is linear in
@@ -62,6 +66,8 @@ from fastreco.models.lartpc import (
     unet_halo,
     unet_scores_at,
 )
+from fastreco.models.lartpc_sparse import SparseUResNet, event_sparse_image
+from fastreco.models.sparse import SparseDownConv2d, SparseLinear, SparseUpConv2d, SubMConv2d
 
 N_WIRES = 480
 
@@ -98,27 +104,52 @@ def synthetic_event(
     return image
 
 
-def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds x 2 of every Conv2d, ConvTranspose2d and Linear in ``model(x)``."""
+def _hooked_flops(
+    model: torch.nn.Module, x: Any, kinds: tuple[type, ...], macs: Callable[..., int]
+) -> int:
+    """2 x the multiply-adds ``macs(module, inputs, output)`` of every module of ``kinds`` in
+    one ``model(x)``."""
     total = 0
 
-    def hook(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def hook(mod: torch.nn.Module, inp: tuple[Any, ...], out: Any) -> None:
         nonlocal total
-        if isinstance(mod, torch.nn.Conv2d):
-            macs = mod.in_channels // mod.groups * np.prod(mod.kernel_size) * out.numel()
-        elif isinstance(mod, torch.nn.ConvTranspose2d):
-            macs = mod.out_channels * np.prod(mod.kernel_size) * inp[0].numel()
-        else:
-            macs = mod.in_features * out.numel()
-        total += 2 * int(macs)
+        total += 2 * int(macs(mod, inp, out))
 
-    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     with torch.inference_mode():
         model(x)
     for h in hooks:
         h.remove()
     return total
+
+
+def _dense_macs(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> int:
+    if isinstance(mod, torch.nn.Conv2d):
+        return mod.in_channels // mod.groups * int(np.prod(mod.kernel_size)) * out.numel()
+    if isinstance(mod, torch.nn.ConvTranspose2d):
+        return mod.out_channels * int(np.prod(mod.kernel_size)) * inp[0].numel()
+    return mod.in_features * out.numel()
+
+
+def _sparse_macs(mod: torch.nn.Module, inp: tuple[Any, ...], out: Any) -> int:
+    # every tap of every output site (taps on inactive sites are multiplied as zero rows)
+    if isinstance(mod, SparseLinear):
+        return mod.in_features * mod.out_features * out.n_points
+    if isinstance(mod, SparseUpConv2d):  # every coarse site through every tap
+        return inp[0].n_points * mod.weight.numel()
+    return out.n_points * mod.weight.numel()  # SubMConv2d, SparseDownConv2d
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds x 2 of every Conv2d, ConvTranspose2d and Linear in ``model(x)``."""
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    return _hooked_flops(model, x, kinds, _dense_macs)
+
+
+def count_sparse_flops(model: torch.nn.Module, x: Any) -> int:
+    """Multiply-adds x 2 of the sparse layers in ``model(x)``."""
+    kinds = (SubMConv2d, SparseDownConv2d, SparseUpConv2d, SparseLinear)
+    return _hooked_flops(model, x, kinds, _sparse_macs)
 
 
 _LIBC = ctypes.CDLL("libc.so.6") if os.name == "posix" else None
@@ -205,6 +236,11 @@ def main() -> None:
     parser.add_argument("--batch1-hits", type=int, default=300)
     parser.add_argument("--dense-map-ticks", type=int, default=512)
     parser.add_argument("--hit-tile", default="128,1024", help="U-Net hit tiles, wires,ticks")
+    parser.add_argument(
+        "--sparse",
+        default="16,5,1,4",
+        help="sparse U-Net width,depth,reps,tick_factor (configs/lartpc_pixel_id_sparse.yaml)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -218,6 +254,8 @@ def main() -> None:
     patch_cnn = PatchCNN((1, size, size)).eval()
     dense = dense_patch_cnn(patch_cnn)
     unets = {"U-Net": PixelUNet().eval(), "U-Net ticks/4": PixelUNet(tick_factor=4).eval()}
+    width, depth, reps, tick_factor = (int(v) for v in args.sparse.split(","))
+    sparse = SparseUResNet(width=width, depth=depth, reps=reps, tick_factor=tick_factor).eval()
     unet_ort = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_module(patch_cnn, (1, size, size), Path(tmp) / "patch.onnx")
@@ -249,6 +287,10 @@ def main() -> None:
     def ort_unet_np(name: str, x: np.ndarray) -> np.ndarray:
         return unet_ort[name].run(None, {INPUT_NAME: x})[0]
 
+    def torch_sparse(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return sparse(event_sparse_image(image, rows, cols))
+
     probe = torch.zeros(1, 1, 64, 64)
     flops_patch = count_flops(patch_cnn, torch.zeros(1, 1, size, size))
     flops_dense_px = count_flops(dense, probe) / probe.numel()
@@ -266,6 +308,8 @@ def main() -> None:
     for name in unets:
         torch_unet(name, warm[None, None])
         ort_unet(name, warm[None, None])
+    torch_sparse(warm, wr, wc)
+    flops_sparse_hit = count_sparse_flops(sparse, event_sparse_image(warm, wr, wc)) / len(wr)
 
     # seed-like per-patch loop (batch 1): ONNX Runtime vs PyTorch, extrapolated per hit
     n1 = min(args.batch1_hits, len(wr))
@@ -414,6 +458,21 @@ def main() -> None:
                         f"{len(tiles)}/{n_grid} tiles, crops {crop_px / n_px:.2f}x the pixels",
                     )
                 )
+        t, mem, _ = measure(partial(torch_sparse, image, hr, hc))
+        gflop = count_sparse_flops(sparse, event_sparse_image(image, hr, hc)) / 1e9
+        new.append(
+            _row(
+                event,
+                n_hits,
+                "sparse U-Net PyTorch",
+                "event",
+                t,
+                gflop,
+                mem,
+                float("nan"),
+                f"other network; active sites only ({args.sparse} width,depth,reps,tick_factor)",
+            )
+        )
         base = {r["method"]: r["ms/event"] for r in new}
         for row in new:
             row["patch PT / this"] = base["patch CNN PyTorch"] / row["ms/event"]
@@ -423,11 +482,11 @@ def main() -> None:
         print(f"done {event}: {n_hits:,} hits", flush=True)
 
     report(
-        f"LArTPC pixel ID per event ({args.threads} thread(s), occupancy {args.occupancy:.0%}, "
+        f"LArTPC pixel ID per event ({args.threads} thread(s), occupancy {args.occupancy:.1%}, "
         f"{size}x{size} patches; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
         f"{flops_dense_px / 1e3:.0f} kFLOP/pixel, U-Net "
         + ", ".join(f"{n} {f / 1e3:.1f}" for n, f in flops_unet_px.items())
-        + " kFLOP/pixel)",
+        + f" kFLOP/pixel, sparse U-Net {flops_sparse_hit / 1e3:.0f} kFLOP/hit)",
         rows,
         args.json,
     )

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fastreco.cli import app
@@ -84,6 +85,49 @@ def test_wire_flip_flips_inputs_and_targets_together():
         for row in tile:
             hits = row[row != 0]
             assert np.all(np.diff(hits) > 0)
+
+
+def test_sparse_batches_hold_whole_events_and_flip_their_wires():
+    events = [_event(60, 30, 5, 10), _event(0, 0, 0, 0), _event(20, 5, 3, 0), _event(9, 4, 2, 2)]
+    by_size = {e.n_hits: e for e in events if e.n_hits}  # 105, 28 and 17 hits
+    data = PixelIdSamples(events, (64, 256), SamplingConfig(), "sparse", batch_size=2, seed=1)
+    seen_flips = set()
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        batches = list(data)
+        assert [int(b["coords"][:, 0].max()) + 1 for b in batches] == [2, 1]  # empty one skipped
+        for b in batches:
+            assert b["x"].shape == (len(b["coords"]), 1)
+            assert b["label"].dtype == torch.int64
+            for k in range(int(b["coords"][:, 0].max()) + 1):
+                sel = b["coords"][:, 0] == k
+                event = by_size[int(sel.sum())]  # every hit of the event, none of another
+                wire, tick = b["coords"][sel, 1].numpy(), b["coords"][sel, 2].numpy()
+                flipped = not np.array_equal(wire, event.wire)
+                if flipped:
+                    np.testing.assert_array_equal(wire, 63 - event.wire)
+                seen_flips.add(flipped)
+                np.testing.assert_array_equal(tick, event.tick)  # no drift flip by default
+                np.testing.assert_array_equal(b["x"][sel, 0].numpy(), event.adc)
+                np.testing.assert_array_equal(b["label"][sel].numpy(), event.label)
+                np.testing.assert_array_equal(b["michel"][sel].numpy(), event.michel)
+    assert seen_flips == {False, True}
+    # validation: the events in order, never flipped
+    val = PixelIdSamples(events, (64, 256), SamplingConfig(), "sparse", batch_size=8, train=False)
+    (batch,) = list(val)
+    expected = np.concatenate([e.wire for e in events])
+    np.testing.assert_array_equal(batch["coords"][:, 1].numpy(), expected)
+
+
+def test_sparse_model_mode_and_input_shape():
+    from fastreco.train.pixel_id import model_mode
+
+    assert model_mode("lartpc-sparse-unet") == "sparse"
+    assert model_mode("lartpc-unet") == "image"
+    task = PixelIdTaskConfig.from_dict(
+        {"name": "x", "model": {"name": "lartpc-sparse-unet"}, "data": {"n_wires": 64}}
+    )
+    assert task.input_shape("sparse") == (1, 64, task.data.n_ticks)
 
 
 def test_michel_clusters_one_true_one_fake():
@@ -241,3 +285,34 @@ def test_unknown_run_kind_for_compare_is_an_error(tmp_path):
 
     with pytest.raises(InputError, match=r"run\.json"):
         evaluate_pixel_id(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
+def test_train_and_evaluate_sparse_mode(tmp_path):
+    """The sparse U-Net on whole sparse events: run folder, then the evaluation's sparse method
+    (whole event in one pass) with the class weights of the image mode."""
+    runner = CliRunner()
+    runs = tmp_path / "runs"
+    config = tmp_path / "sparse.yaml"
+    model = "{name: lartpc-sparse-unet, params: {width: 4, depth: 2, reps: 1, tick_factor: 2}}"
+    config.write_text(
+        TINY.format(name="sparse", data=tmp_path / "data", model=model, batch=2, samples=1)
+    )
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((runs / "sparse" / "run.json").read_text())
+    assert info["mode"] == "sparse"
+    assert info["input_shape"] == [1, 64, 256]
+    assert len(info["class_weights"]) == 3
+    assert info["samples_per_epoch"] == info["n_train"]  # whole events
+    result = runner.invoke(app, ["evaluate", str(runs / "sparse"), "--events", "3"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((runs / "sparse" / "metrics.json").read_text())
+    (method,) = metrics["methods"].values()
+    assert method["method"] == "sparse"
+    assert method["hit"]["n_hits"] == metrics["n_hits"]
+    assert math.isfinite(method["hit"]["auc_em_vs_track"])
+    assert method["michel_cluster_scan"]  # scanned like the other whole-event networks
+    assert method["cpu_time_ratio_to_patch_cnn"] is None  # no patch CNN in this comparison

@@ -13,7 +13,9 @@ store) with each method:
 * an image-mode run: the network on the whole event in one pass, read at the hits; and the
   same network on the tiles that hold hits only (:func:`~fastreco.models.lartpc.unet_scores_at`:
   aligned tiles grown by the receptive field, exact), in PyTorch and in ONNX Runtime, with the
-  largest difference of their scores from the whole-image pass and the number of tiles run.
+  largest difference of their scores from the whole-image pass and the number of tiles run;
+* a sparse-mode run (:class:`~fastreco.models.lartpc_sparse.SparseUResNet`): the sparse U-Net
+  on the event's hit pixels only, all in one pass (PyTorch).
 
 Per method: ROC curves and AUC of EM against track (score ``p_em / (p_em + p_track)`` on hits
 whose true class is track or EM) and of the Michel score (sigmoid, on all hits); EM and track
@@ -227,6 +229,16 @@ def image_scorer(model: torch.nn.Module) -> Scorer:
     return score
 
 
+def sparse_scorer(model: torch.nn.Module) -> Scorer:
+    """A sparse U-Net on the event's hit pixels, all of them in one pass (PyTorch)."""
+    from fastreco.models.lartpc_sparse import sparse_scores_at
+
+    def score(adc: np.ndarray, wire: np.ndarray, tick: np.ndarray) -> np.ndarray:
+        return sparse_scores_at(model, adc, wire, tick)  # type: ignore[arg-type]
+
+    return score
+
+
 def _hit_tile(model: PixelUNet) -> tuple[int, int]:
     """:data:`HIT_TILE` rounded up to the U-Net's alignment."""
     return tuple(-(-t // a) * a for t, a in zip(HIT_TILE, model.min_input_size, strict=True))  # type: ignore[return-value]
@@ -326,11 +338,11 @@ class _Method:
     name: str
     run: str
     score: Scorer
-    kind: str  # "patch", "onnx", "dense", "image", "tiles", "tiles_onnx"
+    kind: str  # "patch", "onnx", "dense", "image", "tiles", "tiles_onnx", "sparse"
 
 
 def _methods(runs: Sequence[Path], workdir: Path) -> tuple[list[_Method], dict[str, Any]]:
-    from fastreco.deploy.onnx import export_module
+    from fastreco.deploy.onnx import export_pixel_id_module
     from fastreco.train.pixel_id import load_pixel_id_model
 
     methods: list[_Method] = []
@@ -341,9 +353,7 @@ def _methods(runs: Sequence[Path], workdir: Path) -> tuple[list[_Method], dict[s
         s = module.task.sampling
         label = run.name
         if module.mode == "patch":
-            onnx_path = export_module(
-                model, (1, s.patch_size, s.patch_size), workdir / f"{label}.onnx"
-            )
+            onnx_path = export_pixel_id_module(model, workdir / f"{label}.onnx")
             methods += [
                 _Method(
                     f"{label}: patch CNN (PyTorch)",
@@ -364,6 +374,12 @@ def _methods(runs: Sequence[Path], workdir: Path) -> tuple[list[_Method], dict[s
                     "dense",
                 ),
             ]
+        elif module.mode == "sparse":
+            methods.append(
+                _Method(
+                    f"{label}: {module.task.model.name}", str(run), sparse_scorer(model), "sparse"
+                )
+            )
         else:
             methods.append(
                 _Method(
@@ -371,15 +387,11 @@ def _methods(runs: Sequence[Path], workdir: Path) -> tuple[list[_Method], dict[s
                 )
             )
             if isinstance(model, PixelUNet):
-                onnx_path = export_module(
+                onnx_path = export_pixel_id_module(
                     model,
-                    (1, *(2 * a for a in model.min_input_size)),
                     workdir / f"{label}.onnx",
-                    dynamic_spatial=True,
-                    min_spatial=model.min_input_size,
-                    # the exporter's check on random inputs (atol 1e-5) is too tight for trained
-                    # weights; parity is measured on the real events instead (max |Δ| to the
-                    # whole image in the metrics)
+                    # parity is measured on the real events instead (max |Δ| to the whole
+                    # image in the metrics)
                     verify=False,
                 )
                 methods += [
@@ -487,7 +499,7 @@ def evaluate_pixel_id(
         clusters = _michel_clusters(events, scores[m.name])
         scan = (
             [_michel_clusters(events, scores[m.name], t) for t in MICHEL_SCAN]
-            if m.kind in ("patch", "image")
+            if m.kind in ("patch", "image", "sparse")
             else []
         )
         results[m.name] = {
@@ -731,7 +743,7 @@ def _report(
         _confusion_figure(results), "Rows: true class; columns: argmax; fraction of each true class"
     )
     report.add_section("Event displays")
-    shown = [m for m in methods if m.kind in ("patch", "image")]
+    shown = [m for m in methods if m.kind in ("patch", "image", "sparse")]
     for i in _display_choice(events, n_displays):
         report.add_figure(
             _display(events[i], shape, {m.name: scores[m.name][i] for m in shown}),
@@ -806,7 +818,7 @@ def _michel_scan_figure(results: dict[str, Any]) -> Any:
 def _confusion_figure(results: dict[str, Any]) -> Any:
     from fastreco.evaluate.plots import new_figure, plot_style
 
-    names = [n for n, r in results.items() if r["method"] in ("patch", "image")]
+    names = [n for n, r in results.items() if r["method"] in ("patch", "image", "sparse")]
     with plot_style():
         fig, axes = new_figure(1, len(names), figsize=(7 * len(names), 6))
         for ax, name in zip(axes[0], names, strict=True):

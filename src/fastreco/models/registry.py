@@ -23,6 +23,7 @@ _BUILTIN = (
     "fastreco.models.cnn3d",
     "fastreco.models.drn",
     "fastreco.models.lartpc",
+    "fastreco.models.lartpc_sparse",
 )
 
 

@@ -10,16 +10,23 @@ model decides the mode:
   target is the centre hit's class and Michel flag; loss ``0.1 CE + 1 BCE``;
 * **image mode** (any fully convolutional model, e.g. :class:`~fastreco.models.lartpc.PixelUNet`):
   tiles of ``sampling.tile`` = (wires, ticks) cut around hits of whole events; the loss counts
-  hit pixels only (a mask), with class weights inverse to the training hits' class frequencies.
+  hit pixels only (a mask), with class weights inverse to the training hits' class frequencies;
+* **sparse mode** (:class:`~fastreco.models.lartpc_sparse.SparseUResNet`, a sparse U-Net):
+  whole events, every hit pixel of an event as an active site (coordinates + ADC) with its
+  class and Michel flag; a batch is ``training.batch_size`` events concatenated, the event
+  index as first coordinate; the loss counts all hits, with the image mode's class weights
+  (``sampling.tile``, ``samples_per_event`` and ``events_per_chunk`` are not used).
 
 Class balancing (as LArSoft's training-set preparation): the hits of an event fall in four groups
 (track, EM not Michel, none = noise hits, Michel) and each group present in the event gets
 an equal share of the event's ``samples_per_event`` centres, drawn with replacement (so the rare
 Michel and noise hits are enriched; the flips make repeats differ). In image mode the same
-centres place the tiles.
+centres place the tiles. Sparse mode sees every hit of every event, unbalanced, and relies on
+the class weights and ``sampling.loss_weights``.
 
 Augmentation: a flip of the wire axis is a symmetry of the readout (uniform pitch; a track seen
-mirrored is a valid track), so it is drawn with probability 1/2 per sample. A flip of the drift
+mirrored is a valid track), so it is drawn with probability 1/2 per sample (sparse mode: per
+event). A flip of the drift
 axis is *not*: the CR-(RC)^4 shaper's pulse (2 us peaking time) climbs from 10 % to its peak in
 2 ticks and falls back to 10 % in 5, so a tick-reversed pulse (slow rise, fast fall) never comes
 out of the electronics, and a delayed Michel electron would appear *before* its muon's end. It is
@@ -60,7 +67,9 @@ from fastreco.data.store import EventStore
 from fastreco.errors import InputError
 from fastreco.geometry.lartpc import LArTpcPlane
 from fastreco.models.lartpc import N_CLASSES, PatchCNN, pixel_id_loss
+from fastreco.models.lartpc_sparse import SparseUResNet
 from fastreco.models.registry import build_model
+from fastreco.models.sparse import SparseImage
 from fastreco.sim.lartpc import LArTpcSimConfig
 from fastreco.train.module import adamw_cosine, check_finite
 
@@ -196,22 +205,34 @@ class PixelIdTaskConfig:
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """(n_wires, n_ticks) of the events."""
+        return (self.data.n_wires, self.data.n_ticks)
+
     def input_shape(self, mode: str) -> tuple[int, int, int]:
-        """(channels, H, W) of one training sample."""
+        """(channels, H, W) of one training sample (sparse mode: the whole plane)."""
         if mode == "patch":
             return (1, self.sampling.patch_size, self.sampling.patch_size)
+        if mode == "sparse":
+            return (1, *self.plane_shape)
         return (1, *self.sampling.tile)
 
 
-def model_mode(name: str) -> Literal["patch", "image"]:
-    """``"patch"`` for a registered :class:`PatchCNN` (one score vector per patch), ``"image"``
-    for a fully convolutional network (scores per pixel). Unknown names raise an InputError
-    listing the registered models."""
+def model_mode(name: str) -> Literal["patch", "image", "sparse"]:
+    """``"patch"`` for a registered :class:`PatchCNN` (one score vector per patch),
+    ``"sparse"`` for a :class:`SparseUResNet` (scores at the hits of whole sparse events),
+    ``"image"`` for a fully convolutional network (scores per pixel). Unknown names raise an
+    InputError listing the registered models."""
     from fastreco.models.registry import MODELS, _load_builtin
 
     _load_builtin()
     cls = MODELS.resolve(name, field="model.name")
-    return "patch" if isinstance(cls, type) and issubclass(cls, PatchCNN) else "image"
+    if isinstance(cls, type) and issubclass(cls, PatchCNN):
+        return "patch"
+    if isinstance(cls, type) and issubclass(cls, SparseUResNet):
+        return "sparse"
+    return "image"
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +363,8 @@ def cut_tiles(
 
 
 class PixelIdSamples(torch.utils.data.IterableDataset):
-    """Batches of patches (patch mode) or tiles (image mode) cut on the fly from sparse events.
+    """Batches of patches (patch mode), tiles (image mode) or whole sparse events (sparse mode)
+    cut on the fly from sparse events.
 
     Each epoch draws balanced centres (:func:`balanced_centres`) in every event, walks the events
     in chunks of ``sampling.events_per_chunk`` (dense images built once per chunk), applies the
@@ -352,6 +374,9 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
 
     Yields dicts: ``x`` (B, 1, H, W) float32 ADC; ``label`` (B,) or (B, H, W) int64;
     ``michel`` same shape, float32; image mode also ``mask`` (B, H, W) bool (hit pixels).
+    Sparse mode (:meth:`_sparse_batches`): ``batch_size`` events per batch, all their hits:
+    ``coords`` (N, 3) int64 (event in the batch, wire, tick), ``x`` (N, 1) float32 ADC,
+    ``label`` (N,) int64, ``michel`` (N,) float32.
     """
 
     def __init__(
@@ -424,6 +449,9 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, worker])
         order = rng.permutation(len(self.events)) if self.train else np.arange(len(self.events))
+        if self.mode == "sparse":
+            yield from self._sparse_batches(order[worker::n_workers], rng)
+            return
         size = self.sampling.events_per_chunk
         chunks = [order[i : i + size] for i in range(0, len(order), size)][worker::n_workers]
         pending: dict[str, np.ndarray] = {}
@@ -441,6 +469,35 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
         if pending and len(pending["x"]):
             yield self._tensors(pending, np.arange(len(pending["x"])))
 
+    def _sparse_batches(
+        self, order: np.ndarray, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Sparse mode: the events of ``order`` (empty ones skipped), ``batch_size`` at a time,
+        each flipped along the wires (and the ticks if ``flip_drift``) with probability 1/2 in
+        training."""
+        n_wires, n_ticks = self.shape
+        events = [self.events[i] for i in order if self.events[i].n_hits]
+        for lo in range(0, len(events), self.batch_size):
+            parts = []
+            for b, event in enumerate(events[lo : lo + self.batch_size]):
+                wire, tick = event.wire, event.tick
+                if self.train and self.sampling.flip_wires and rng.random() < 0.5:
+                    wire = n_wires - 1 - wire
+                if self.train and self.sampling.flip_drift and rng.random() < 0.5:
+                    tick = n_ticks - 1 - tick
+                parts.append(
+                    {
+                        "coords": np.stack([np.full_like(wire, b), wire, tick], axis=1),
+                        "x": event.adc[:, None],
+                        "label": event.label.astype(np.int64),
+                        "michel": event.michel.astype(np.float32),
+                    }
+                )
+            yield {
+                k: torch.from_numpy(np.ascontiguousarray(np.concatenate([p[k] for p in parts])))
+                for k in parts[0]
+            }
+
     @staticmethod
     def _tensors(data: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, torch.Tensor]:
         out = {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in data.items()}
@@ -450,8 +507,8 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
 
 def class_weights(events: Sequence[SparseEvent]) -> list[float]:
     """Cross-entropy weights of the classes, proportional to 1 / sqrt(hit frequency) and of mean
-    1 over the classes present (absent classes: 1). Image mode only (the patches are balanced by
-    sampling): the square root keeps the rare noise hits from dominating the loss, as full
+    1 over the classes present (absent classes: 1). Image and sparse modes (the patches are
+    balanced by sampling): the square root keeps the rare noise hits from dominating the loss, as full
     inverse weights (tracks ~100x the noise hits) would."""
     counts = np.bincount(
         np.concatenate([e.label for e in events]).astype(np.int64), minlength=N_CLASSES
@@ -469,8 +526,9 @@ def class_weights(events: Sequence[SparseEvent]) -> list[float]:
 # --------------------------------------------------------------------------------------------
 class PixelIdModule(L.LightningModule):
     """A registered pixel-ID model trained with the seed's two-head loss
-    (:func:`~fastreco.models.lartpc.pixel_id_loss`); ``class_weights`` (image mode) weight the
-    cross-entropy."""
+    (:func:`~fastreco.models.lartpc.pixel_id_loss`); ``class_weights`` (image, sparse modes) weight the
+    cross-entropy. In sparse mode the batch's ``coords`` and ``x`` become a
+    :class:`~fastreco.models.sparse.SparseImage` of the task's plane."""
 
     def __init__(self, task_dict: dict[str, Any], class_weights: list[float] | None = None) -> None:
         super().__init__()
@@ -489,8 +547,14 @@ class PixelIdModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def inputs(self, b: dict[str, torch.Tensor]) -> torch.Tensor | SparseImage:
+        """The model's input of a batch (see :class:`PixelIdSamples`)."""
+        if self.mode == "sparse":
+            return SparseImage.from_arrays(b["coords"], b["x"], self.task.plane_shape)
+        return b["x"]
+
     def _step(self, b: dict[str, torch.Tensor], stage: str, index: int) -> torch.Tensor:
-        out = self(b["x"])
+        out = self(self.inputs(b))
         loss = pixel_id_loss(
             out,
             b["label"],
@@ -500,7 +564,7 @@ class PixelIdModule(L.LightningModule):
             class_weights=self.class_weight,
         )
         check_finite(loss, stage, self.current_epoch, index)
-        n = len(b["x"])
+        n = int(b["coords"][:, 0].max()) + 1 if self.mode == "sparse" else len(b["x"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n)
         with torch.no_grad():
             pred = out[:, :N_CLASSES].argmax(1)
@@ -567,7 +631,7 @@ def train_pixel_id(
     t = task.training
     L.seed_everything(t.seed, workers=True)
     mode = model_mode(task.model.name)
-    weights = class_weights(train_events) if mode == "image" else None
+    weights = class_weights(train_events) if mode in ("image", "sparse") else None
     module = PixelIdModule(task.to_dict(), weights)
     batch = t.batch_size
     train_set = PixelIdSamples(
@@ -619,6 +683,8 @@ def train_pixel_id(
         best,
         n_train=len(train_events),
         n_val=len(val_events),
-        samples_per_epoch=len(train_events) * task.sampling.samples_per_event,
+        samples_per_epoch=len(train_events)
+        if mode == "sparse"
+        else len(train_events) * task.sampling.samples_per_event,
     )
     return run
