@@ -184,11 +184,11 @@ def test_bad_sparse_input_is_named():
 def test_sparse_unet_scores_every_site_and_events_do_not_mix():
     from fastreco.models import MODELS, build_model
 
-    assert "lartpc-sparse-unet" in MODELS
     torch.manual_seed(0)
     model = build_model(
         "lartpc-sparse-unet", (1, *SHAPE), 4, width=4, depth=2, reps=1, tick_factor=2
     ).eval()
+    assert "lartpc-sparse-unet" in MODELS  # registered by the registry's built-in modules
     _, x = random_batch(channels=1)
     with torch.no_grad():
         out = model(x)
