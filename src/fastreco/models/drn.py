@@ -75,11 +75,20 @@ def knn_graph(x: torch.Tensor, batch: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack([key // n, key % n])
 
 
-def normalized_cut_weight(edge_index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    r"""Graclus's edge weight :math:`\lVert x_i - x_j\rVert\,(1/d_i + 1/d_j)` (``(E,)``)."""
+def normalized_cut_weight(
+    edge_index: torch.Tensor, x: torch.Tensor, chunk: int = EDGE_CHUNK
+) -> torch.Tensor:
+    r"""Graclus's edge weight :math:`\lVert x_i - x_j\rVert\,(1/d_i + 1/d_j)` (``(E,)``),
+    the distances computed over chunks of ``chunk`` edges (no ``(E, F)`` tensor at once)."""
     row, col = edge_index
     deg = torch.bincount(row, minlength=x.shape[0]).to(x.dtype).clamp(min=1)
-    dist = (x[row] - x[col]).norm(dim=1)
+    dist = torch.cat(
+        [
+            (x[row[a : a + chunk]] - x[col[a : a + chunk]]).norm(dim=1)
+            for a in range(0, row.numel(), chunk)
+        ]
+        or [x.new_zeros(0)]
+    )
     return dist * (1.0 / deg[row] + 1.0 / deg[col])
 
 
