@@ -23,6 +23,7 @@ from fastreco.train.pixel_id import (
     balanced_centres,
     class_weights,
     cut_tiles,
+    michel_hit_fraction,
 )
 
 
@@ -119,6 +120,52 @@ def test_sparse_batches_hold_whole_events_and_flip_their_wires():
     np.testing.assert_array_equal(batch["coords"][:, 1].numpy(), expected)
 
 
+def test_michel_event_boost_repeats_michel_events_in_training_only():
+    events = [_event(20, 5, 3, 0), _event(9, 4, 2, 2), _event(0, 0, 0, 0), _event(30, 6, 1, 4)]
+    boosted = SamplingConfig(michel_event_boost=3)
+    data = PixelIdSamples(events, (64, 256), boosted, "sparse", batch_size=1, seed=2)
+    assert data.epoch_events().tolist() == [0, 1, 1, 1, 2, 3, 3, 3]
+    assert michel_hit_fraction(events, data.epoch_events()) == pytest.approx(
+        18 / (28 + 3 * 17 + 3 * 41)
+    )
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        seen = [len(b["coords"]) for b in data]  # one event per batch, told apart by size
+        assert sorted(seen) == [17, 17, 17, 28, 41, 41, 41]  # the empty event is skipped
+    # validation walks every event once, in order
+    val = PixelIdSamples(events, (64, 256), boosted, "sparse", batch_size=1, train=False)
+    assert val.epoch_events().tolist() == [0, 1, 2, 3]
+    assert [len(b["coords"]) for b in val] == [28, 17, 41]
+    # the default (boost 1) keeps the unboosted runs' random order, in every mode
+    for mode in ("sparse", "patch"):
+        plain = PixelIdSamples(events, (64, 256), SamplingConfig(), mode, batch_size=1, seed=2)
+        rng = np.random.default_rng(0)
+        assert plain._epoch_order(rng).tolist() == np.random.default_rng(0).permutation(4).tolist()
+
+
+def test_michel_pos_weight_weights_the_michel_hits_only():
+    from fastreco.models.lartpc import pixel_id_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(50, 4)
+    label = torch.randint(0, 3, (50,))
+    michel = (torch.rand(50) < 0.2).float()
+    ce = torch.nn.functional.cross_entropy(logits[:, :3], label)
+    p = torch.sigmoid(logits[:, 3])
+    bce_terms = -(michel * torch.log(p) + (1 - michel) * torch.log(1 - p))
+    # None: the former loss, bit for bit
+    plain = pixel_id_loss(logits, label, michel, weights=(0.5, 2.0))
+    former = 0.5 * ce + 2.0 * torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 3], michel
+    )
+    assert torch.equal(plain, former)
+    unit = pixel_id_loss(logits, label, michel, michel_pos_weight=1.0)
+    assert unit.item() == pytest.approx(pixel_id_loss(logits, label, michel).item(), rel=1e-6)
+    weighted = pixel_id_loss(logits, label, michel, weights=(0.5, 2.0), michel_pos_weight=7.0)
+    expected = 0.5 * ce + 2.0 * (bce_terms * torch.where(michel > 0, 7.0, 1.0)).mean()
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_sparse_model_mode_and_input_shape():
     from fastreco.train.pixel_id import model_mode
 
@@ -184,6 +231,10 @@ def test_michel_cluster_bridges_small_gaps_only():
         ({"samplng": {}}, "samplng"),
         ({"sampling": {"patch_size": 2}}, "sampling.patch_size"),
         ({"sampling": {"tile": [4, 64]}}, "sampling.tile"),
+        ({"sampling": {"michel_event_boost": 0}}, "sampling.michel_event_boost"),
+        ({"sampling": {"michel_event_boost": 2.5}}, "sampling.michel_event_boost"),
+        ({"sampling": {"michel_pos_weight": 0}}, "sampling.michel_pos_weight"),
+        ({"sampling": {"michel_pos_weight": "many"}}, "sampling.michel_pos_weight"),
         ({"data": {"kind": ["neutrino", "axion"]}}, "data.kind"),
         ({"data": {"events": 0}}, "data.events"),
         ({"model": {"name": "no-such-net"}}, "model.name"),
@@ -316,3 +367,31 @@ def test_train_and_evaluate_sparse_mode(tmp_path):
     assert math.isfinite(method["hit"]["auc_em_vs_track"])
     assert method["michel_cluster_scan"]  # scanned like the other whole-event networks
     assert method["cpu_time_ratio_to_patch_cnn"] is None  # no patch CNN in this comparison
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
+def test_train_sparse_mode_with_michel_enrichment(tmp_path):
+    """The two Michel options reach the training: the epoch holds the boosted events and
+    run.json records the Michel-hit fraction they give; the weighted loss trains."""
+    from fastreco.train.pixel_id import load_sparse_events, split_events
+
+    runs = tmp_path / "runs"
+    config = tmp_path / "enriched.yaml"
+    model = "{name: lartpc-sparse-unet, params: {width: 4, depth: 2, reps: 1, tick_factor: 2}}"
+    text = TINY.format(name="enriched", data=tmp_path / "data", model=model, batch=2, samples=1)
+    config.write_text(
+        text.replace("events_per_chunk: 2}", "michel_event_boost: 3, michel_pos_weight: 4.0}")
+    )
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((runs / "enriched" / "run.json").read_text())
+    task = PixelIdTaskConfig.load(config)
+    assert task.sampling.michel_pos_weight == 4.0
+    events, _ = load_sparse_events(task.data_dir, split_events(12, "train", task.data.split))
+    n_michel_events = sum(bool(e.michel.any()) for e in events)
+    assert info["samples_per_epoch"] == info["n_train"] + 2 * n_michel_events
+    walk = np.repeat(np.arange(len(events)), [3 if e.michel.any() else 1 for e in events])
+    assert info["michel_hit_fraction"] == pytest.approx(michel_hit_fraction(events, walk))
+    assert math.isfinite(info["best_val_loss"])

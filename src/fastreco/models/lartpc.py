@@ -526,6 +526,7 @@ def pixel_id_loss(
     mask: torch.Tensor | None = None,
     weights: tuple[float, float] = (CLASS_LOSS_WEIGHT, MICHEL_LOSS_WEIGHT),
     class_weights: torch.Tensor | Sequence[float] | None = None,
+    michel_pos_weight: float | None = None,
 ) -> torch.Tensor:
     r"""The seed's two-head loss: ``weights[0] · CE(class) + weights[1] · BCE(Michel)``.
 
@@ -542,6 +543,10 @@ def pixel_id_loss(
         weights: (class head, Michel head) loss weights.
         class_weights: optional (n_classes,) weights of the cross-entropy (weighted mean, as
             :func:`torch.nn.functional.cross_entropy`).
+        michel_pos_weight: optional weight of the Michel hits' (positive) term of the BCE
+            (``pos_weight`` of :func:`torch.nn.functional.binary_cross_entropy_with_logits`);
+            at convergence it multiplies the predicted Michel odds by about this factor, so it
+            moves the sigmoid's 0.5 working point. None: unweighted.
 
     Returns:
         The scalar loss (0 when the mask selects nothing).
@@ -564,7 +569,12 @@ def pixel_id_loss(
         return logits.sum() * 0.0
     cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=flat.dtype)
     ce = F.cross_entropy(flat[:, :n_classes], target, weight=cw)
-    bce = F.binary_cross_entropy_with_logits(flat[:, n_classes], michel)
+    pos = (
+        None
+        if michel_pos_weight is None
+        else torch.as_tensor(michel_pos_weight, dtype=flat.dtype, device=flat.device)
+    )
+    bce = F.binary_cross_entropy_with_logits(flat[:, n_classes], michel, pos_weight=pos)
     return weights[0] * ce + weights[1] * bce
 
 

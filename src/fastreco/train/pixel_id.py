@@ -24,6 +24,13 @@ Michel and noise hits are enriched; the flips make repeats differ). In image mod
 centres place the tiles. Sparse mode sees every hit of every event, unbalanced, and relies on
 the class weights and ``sampling.loss_weights``.
 
+Michel enrichment (for the sparse mode's rare Michel hits; both off by default):
+``sampling.michel_event_boost`` = k makes each training event with Michel hits appear k times per
+epoch (an epoch is then longer by (k - 1) x those events; validation is not boosted), and
+``sampling.michel_pos_weight`` = w weights the Michel hits' term of the BCE by w, which moves the
+Michel sigmoid's 0.5 working point to about the one a training set with w x the Michel odds would
+give (see :class:`SamplingConfig`).
+
 Augmentation: a flip of the wire axis is a symmetry of the readout (uniform pitch; a track seen
 mirrored is a valid track), so it is drawn with probability 1/2 per sample (sparse mode: per
 event). A flip of the drift
@@ -122,7 +129,19 @@ _SIM_FIELDS = {"n_events": "events"}
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """How training samples are cut from the events (both modes) and the loss weights."""
+    """How training samples are cut from the events (all modes) and the loss weights.
+
+    ``michel_event_boost`` (integer >= 1, default 1 = every event once per epoch): each training
+    event with at least one Michel hit appears this many times per epoch (every mode; meant for
+    the sparse mode, which sees every hit of whole events, so the Michel hits stay as rare as in
+    the events, ~1 % of the hits, 1 event in 5). Validation events are never repeated.
+
+    ``michel_pos_weight`` (> 0, default None = unweighted): ``pos_weight`` of the Michel BCE
+    (:func:`~fastreco.models.lartpc.pixel_id_loss`). A network trained on a Michel-hit fraction
+    p puts its 0.5 where the Michel odds it sees are 1; a weight w acts like a fraction p' with
+    odds w x p / (1 - p), e.g. the patch mode's balanced sampling (a quarter of a Michel event's
+    centres, ~5 % overall) for w = 0.057 (1 - p) / p.
+    """
 
     patch_size: int = 32  # patch mode: side in pixels (LArSoft: 60 with drift down-sampling)
     drift_downsample: int = 1  # patch mode: ticks merged per patch column
@@ -132,8 +151,11 @@ class SamplingConfig:
     flip_wires: bool = True  # a symmetry of the readout
     flip_drift: bool = False  # not a symmetry: asymmetric shaping (module docstring)
     loss_weights: tuple[float, float] = (0.1, 1.0)  # (class head, Michel head), seed 004
+    michel_event_boost: int = 1  # times per epoch an event with Michel hits is seen (training)
+    michel_pos_weight: float | None = None  # weight of the Michel hits in the Michel BCE
 
     def validate(self, source: Any = None) -> None:
+        pos_weight = self.michel_pos_weight
         checks = {
             "patch_size": self.patch_size >= 4,
             "drift_downsample": self.drift_downsample >= 1,
@@ -141,12 +163,21 @@ class SamplingConfig:
             "events_per_chunk": self.events_per_chunk >= 1,
             "tile": len(self.tile) == 2 and min(self.tile) >= 8,
             "loss_weights": len(self.loss_weights) == 2 and min(self.loss_weights) >= 0,
+            "michel_event_boost": self.michel_event_boost >= 1,
+            "michel_pos_weight": pos_weight is None
+            or (
+                isinstance(pos_weight, (int, float))
+                and not isinstance(pos_weight, bool)
+                and np.isfinite(pos_weight)
+                and pos_weight > 0
+            ),
         }
         for name, ok in checks.items():
             if not ok:
                 raise InputError(
-                    "out of range (patch_size >= 4, tile sides >= 8, counts >= 1, two "
-                    "non-negative loss weights)",
+                    "out of range (patch_size >= 4, tile sides >= 8, counts and "
+                    "michel_event_boost >= 1, two non-negative loss weights, michel_pos_weight "
+                    "a number > 0 or null)",
                     source=source,
                     field=f"sampling.{name}",
                     value=getattr(self, name),
@@ -448,7 +479,7 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, worker])
-        order = rng.permutation(len(self.events)) if self.train else np.arange(len(self.events))
+        order = self._epoch_order(rng)
         if self.mode == "sparse":
             yield from self._sparse_batches(order[worker::n_workers], rng)
             return
@@ -468,6 +499,24 @@ class PixelIdSamples(torch.utils.data.IterableDataset):
             pending = {k: v[perm[n_full:]] for k, v in new.items()}
         if pending and len(pending["x"]):
             yield self._tensors(pending, np.arange(len(pending["x"])))
+
+    def epoch_events(self) -> npt.NDArray[np.int64]:
+        """Indices of the events one epoch walks, unshuffled: every event once, training events
+        with Michel hits ``sampling.michel_event_boost`` times. Shape (n_epoch_events,)."""
+        everything = np.arange(len(self.events))
+        boost = self.sampling.michel_event_boost
+        if not self.train or boost == 1:
+            return everything
+        has_michel = np.array([bool(e.michel.any()) for e in self.events], bool)
+        return np.repeat(everything, np.where(has_michel, boost, 1))
+
+    def _epoch_order(self, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+        """The epoch's event order: :meth:`epoch_events` shuffled in training, in order else."""
+        if not self.train:
+            return np.arange(len(self.events))
+        if self.sampling.michel_event_boost == 1:
+            return rng.permutation(len(self.events))  # the random stream of the unboosted runs
+        return rng.permutation(self.epoch_events())
 
     def _sparse_batches(
         self, order: np.ndarray, rng: np.random.Generator
@@ -521,6 +570,15 @@ def class_weights(events: Sequence[SparseEvent]) -> list[float]:
     return [float(w) if p else 1.0 for w, p in zip(inverse, present, strict=True)]
 
 
+def michel_hit_fraction(events: Sequence[SparseEvent], walk: Sequence[int]) -> float:
+    """Fraction of Michel hits among the hits of the events ``walk`` (indices into ``events``,
+    repeats counting again): what the sparse mode's Michel head sees per epoch (0 without
+    hits)."""
+    n_michel = sum(int(events[i].michel.sum()) for i in walk)
+    n_hits = sum(events[i].n_hits for i in walk)
+    return n_michel / n_hits if n_hits else 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------------
@@ -562,6 +620,7 @@ class PixelIdModule(L.LightningModule):
             mask=b.get("mask"),
             weights=tuple(self.task.sampling.loss_weights),  # type: ignore[arg-type]
             class_weights=self.class_weight,
+            michel_pos_weight=self.task.sampling.michel_pos_weight,
         )
         check_finite(loss, stage, self.current_epoch, index)
         n = int(b["coords"][:, 0].max()) + 1 if self.mode == "sparse" else len(b["x"])
@@ -654,6 +713,8 @@ def train_pixel_id(
         "class_weights": weights,
         "init_from": None if init_from is None else str(init_from),
     }
+    if mode == "sparse":  # the Michel-hit fraction its loss sees per epoch
+        info["michel_hit_fraction"] = michel_hit_fraction(train_events, train_set.epoch_events())
     if init_from is not None:
         info["init_tensors"] = init_weights_from(module, init_from)
     write_run_info(run, info)
@@ -683,8 +744,7 @@ def train_pixel_id(
         best,
         n_train=len(train_events),
         n_val=len(val_events),
-        samples_per_epoch=len(train_events)
-        if mode == "sparse"
-        else len(train_events) * task.sampling.samples_per_event,
+        samples_per_epoch=len(train_set.epoch_events())
+        * (1 if mode == "sparse" else task.sampling.samples_per_event),
     )
     return run
