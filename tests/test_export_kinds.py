@@ -295,7 +295,7 @@ def test_every_task_kind_has_an_onnx_exporter():
 
 
 def test_pixel_id_export_refuses_other_networks(tmp_path):
-    from fastreco.deploy.onnx import export_pixel_id_module
+    from fastreco.deploy.onnx_lartpc import export_pixel_id_module
 
     with pytest.raises(InputError, match="lartpc-unet"):
         export_pixel_id_module(torch.nn.Conv2d(1, 4, 3), tmp_path / "x.onnx")

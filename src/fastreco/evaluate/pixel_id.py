@@ -342,7 +342,7 @@ class _Method:
 
 
 def _methods(runs: Sequence[Path], workdir: Path) -> tuple[list[_Method], dict[str, Any]]:
-    from fastreco.deploy.onnx import export_pixel_id_module
+    from fastreco.deploy.onnx_lartpc import export_pixel_id_module
     from fastreco.train.pixel_id import load_pixel_id_model
 
     methods: list[_Method] = []

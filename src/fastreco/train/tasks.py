@@ -92,13 +92,13 @@ def _export_clustering_onnx(run: Any, out: Any) -> Path:
 
 
 def _export_hgcal_regression_onnx(run: Any, out: Any) -> Path:
-    from fastreco.deploy.onnx import export_hgcal_regression_onnx
+    from fastreco.deploy.onnx_hgcal import export_hgcal_regression_onnx
 
     return export_hgcal_regression_onnx(run, out)
 
 
 def _export_pixel_id_onnx(run: Any, out: Any) -> Path:
-    from fastreco.deploy.onnx import export_pixel_id_onnx
+    from fastreco.deploy.onnx_lartpc import export_pixel_id_onnx
 
     return export_pixel_id_onnx(run, out)
 
