@@ -198,7 +198,7 @@ def _pixel_id_run(runs_dir: Path, model: str, params: dict[str, Any]) -> Path:
         }
     )
     mode = model_mode(model)
-    weights = [0.5, 1.0, 1.5] if mode == "image" else None
+    weights = [0.5, 1.0, 1.5] if mode in ("image", "sparse") else None
     torch.manual_seed(1)
     module = PixelIdModule(task.to_dict(), weights)
     _randomise(module)
@@ -299,3 +299,12 @@ def test_pixel_id_export_refuses_other_networks(tmp_path):
 
     with pytest.raises(InputError, match="lartpc-unet"):
         export_pixel_id_module(torch.nn.Conv2d(1, 4, 3), tmp_path / "x.onnx")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
+def test_sparse_unet_run_is_refused_with_the_reason(tmp_path):
+    run = _pixel_id_run(tmp_path / "runs", "lartpc-sparse-unet", {"width": 4, "depth": 2})
+    out = tmp_path / "sparse.onnx"
+    with pytest.raises(InputError, match=r"lartpc-sparse-unet.*rulebooks.*fastreco evaluate"):
+        export_run(run, "onnx", out)
+    assert not out.exists()

@@ -97,7 +97,10 @@ def export_pixel_id_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike
     task, s = module.task, module.task.sampling
     if not isinstance(model, (PatchCNN, PixelUNet)):
         raise InputError(
-            "no ONNX export for this pixel-ID model (lartpc-patch-cnn and lartpc-unet export); "
+            "no ONNX export for this pixel-ID model (lartpc-patch-cnn and lartpc-unet export; "
+            "the sparse U-Net builds its rulebooks - which pixels neighbour which - per event "
+            "with torch.unique and torch.searchsorted, data-dependent steps this export does "
+            "not support); "
             f"it runs in PyTorch: `fastreco evaluate {run}`",
             source=run,
             field="model.name",
