@@ -4,7 +4,9 @@
         [--batch 1024] [--max-patch-hits 8192] [--threads 1] [--json out.json]
 
 Events are synthetic (wires x ticks = 480 x N, ProtoDUNE-like up to 480 x 6000) with about
-``--occupancy`` of the pixels holding hits (straight tracks and blob-like showers). Per event:
+``--occupancy`` of the pixels holding hits (straight tracks and blob-like showers), or, with
+``--events simulated``, one event of the project's simulation per size (a neutrino-like
+interaction or a muon with ``--cosmics`` cosmic muons per 6000 ticks). Per event:
 
 * ``patch CNN PyTorch`` / ``ORT``: 32 x 32 patches cut around every hit (the cut is included in
   the time) and run through :class:`PatchCNN` in batches of ``--batch`` (PyTorch eager, and ONNX
@@ -101,6 +103,26 @@ def synthetic_event(
         ok = (r >= 0) & (r < n_wires) & (c >= 0) & (c < n_ticks)
         image[r[ok], c[ok]] = adc[ok]
         n_hits = int(np.count_nonzero(image))
+    return image
+
+
+def simulated_event(
+    rng: np.random.Generator, n_wires: int, n_ticks: int, cosmics_per_6000: float
+) -> np.ndarray:
+    """(n_wires, n_ticks) float32 ADC of one event of the project's simulation: a neutrino-like
+    interaction or a muon (the kinds of configs/lartpc_pixel_id_*.yaml) with cosmic muons overlaid
+    at ``cosmics_per_6000`` per 6000-tick readout (scaled to ``n_ticks``), zero suppressed."""
+    from fastreco.sim.lartpc import LArTpcSimConfig, simulate_event
+
+    config = LArTpcSimConfig(
+        kind=("neutrino", "muon"),
+        cosmics=cosmics_per_6000 * n_ticks / 6000.0,
+        n_wires=n_wires,
+        n_ticks=n_ticks,
+    )
+    digitized = simulate_event(config, rng).digitized
+    image = np.zeros((n_wires, n_ticks), np.float32)
+    image.reshape(-1)[digitized.cell] = digitized.adc
     return image
 
 
@@ -241,6 +263,15 @@ def main() -> None:
         default="16,5,1,4",
         help="sparse U-Net width,depth,reps,tick_factor (configs/lartpc_pixel_id_sparse.yaml)",
     )
+    parser.add_argument(
+        "--events",
+        choices=("synthetic", "simulated"),
+        default="synthetic",
+        help="synthetic tracks and blobs at --occupancy, or the project's LArTPC simulation",
+    )
+    parser.add_argument(
+        "--cosmics", type=float, default=1.0, help="simulated: cosmic muons per 6000 ticks"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -326,7 +357,11 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     for n_ticks in (int(t) for t in args.ticks.split(",")):
-        image = torch.from_numpy(synthetic_event(rng, N_WIRES, n_ticks, args.occupancy))
+        if args.events == "simulated":
+            event = simulated_event(rng, N_WIRES, n_ticks, args.cosmics)
+        else:
+            event = synthetic_event(rng, N_WIRES, n_ticks, args.occupancy)
+        image = torch.from_numpy(event)
         hr, hc = torch.nonzero(image, as_tuple=True)
         n_hits, n_px = len(hr), image.numel()
         sub = torch.from_numpy(rng.permutation(n_hits)[: args.max_patch_hits])
@@ -482,8 +517,13 @@ def main() -> None:
         print(f"done {event}: {n_hits:,} hits", flush=True)
 
     report(
-        f"LArTPC pixel ID per event ({args.threads} thread(s), occupancy {args.occupancy:.1%}, "
-        f"{size}x{size} patches; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
+        f"LArTPC pixel ID per event ({args.threads} thread(s), "
+        + (
+            f"simulated events, {args.cosmics:g} cosmics per 6000 ticks, "
+            if args.events == "simulated"
+            else f"occupancy {args.occupancy:.1%}, "
+        )
+        + f"{size}x{size} patches; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
         f"{flops_dense_px / 1e3:.0f} kFLOP/pixel, U-Net "
         + ", ".join(f"{n} {f / 1e3:.1f}" for n, f in flops_unet_px.items())
         + f" kFLOP/pixel, sparse U-Net {flops_sparse_hit / 1e3:.0f} kFLOP/hit)",
