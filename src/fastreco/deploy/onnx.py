@@ -71,6 +71,35 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _dynamo_export(
+    model: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: tuple[dict[int, Any], ...],
+) -> None:
+    """``torch.onnx.export`` (dynamo, one self-contained file) written to a temporary name and
+    moved onto ``path`` only when complete, so an interrupted export leaves no partial file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                args,
+                str(tmp),
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                verbose=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_module(
     model: torch.nn.Module,
     input_shape: Sequence[int],
@@ -108,23 +137,7 @@ def export_module(
     if dynamic_spatial:
         dims[len(input_shape) - 1] = torch.export.Dim("height", min=min_spatial[0])
         dims[len(input_shape)] = torch.export.Dim("width", min=min_spatial[1])
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
-    try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=(dims,),
-                external_data=False,
-                verbose=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _dynamo_export(model, (example,), path, [INPUT_NAME], [OUTPUT_NAME], (dims,))
     if verify:
         check_onnx(path, model, input_shape, batch_sizes=(1, 3))
         if dynamic_spatial:
@@ -181,23 +194,9 @@ def export_graph_module(
     batch = (torch.arange(example_points) >= example_points // 2).long()
     # AUTO: the exporter derives the hit axis's range (its kNN needs more than k hits)
     hits = torch.export.Dim.AUTO
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
-    try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                wrapped,
-                (x, batch),
-                str(tmp),
-                dynamo=True,
-                input_names=["x", "batch"],
-                output_names=list(GRAPH_OUTPUTS),
-                dynamic_shapes=({0: hits}, {0: hits}),
-                external_data=False,
-                verbose=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _dynamo_export(
+        wrapped, (x, batch), path, ["x", "batch"], list(GRAPH_OUTPUTS), ({0: hits}, {0: hits})
+    )
     if verify:
         import onnxruntime as ort
 

@@ -518,24 +518,26 @@ def evaluate_pixel_id(
         for key in ("seconds_per_event", "cpu_seconds_per_event"):
             ratio = f"{key.removesuffix('seconds_per_event')}time_ratio_to_patch_cnn"
             r[ratio] = results[reference][key] / max(r[key], 1e-9) if reference else None
-    diffs: dict[str, float] = {}
-    for m in methods:
-        ref = [p.name for p in methods if p.kind == "patch" and p.run == m.run]
-        if m.kind in ("dense", "onnx") and ref:
-            gaps = [
+
+    def max_gap(method: _Method, reference_kind: str) -> float | None:
+        """Largest score difference, over the events, to the same run's ``reference_kind``."""
+        ref = [p.name for p in methods if p.kind == reference_kind and p.run == method.run]
+        if not ref:
+            return None
+        return float(
+            max(
                 np.abs(a - b).max(initial=0.0)
-                for a, b in zip(scores[m.name], scores[ref[0]], strict=True)
-            ]
-            diffs[m.name] = float(max(gaps))
+                for a, b in zip(scores[method.name], scores[ref[0]], strict=True)
+            )
+        )
+
+    diffs: dict[str, float] = {}
     tile_diffs: dict[str, float] = {}
     for m in methods:
-        ref = [p.name for p in methods if p.kind == "image" and p.run == m.run]
-        if m.kind in ("tiles", "tiles_onnx") and ref:
-            gaps = [
-                np.abs(a - b).max(initial=0.0)
-                for a, b in zip(scores[m.name], scores[ref[0]], strict=True)
-            ]
-            tile_diffs[m.name] = float(max(gaps))
+        if m.kind in ("dense", "onnx") and (gap := max_gap(m, "patch")) is not None:
+            diffs[m.name] = gap
+        if m.kind in ("tiles", "tiles_onnx") and (gap := max_gap(m, "image")) is not None:
+            tile_diffs[m.name] = gap
             results[m.name]["hit_tiles"] = _tile_counts(methods, m.run, events, geometry.shape)
     metrics: dict[str, Any] = {
         "runs": [str(r) for r in runs],
