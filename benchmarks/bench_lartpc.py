@@ -8,9 +8,11 @@ Events are synthetic (wires x ticks = 480 x N, ProtoDUNE-like up to 480 x 6000) 
 ``--events simulated``, one event of the project's simulation per size (a neutrino-like
 interaction or a muon with ``--cosmics`` cosmic muons per 6000 ticks). Per event:
 
-* ``patch CNN PyTorch`` / ``ORT``: 32 x 32 patches cut around every hit (the cut is included in
-  the time) and run through :class:`PatchCNN` in batches of ``--batch`` (PyTorch eager, and ONNX
-  Runtime on the exported model);
+* ``patch CNN PyTorch`` / ``ORT``: patches cut around every hit by the evaluation's
+  :func:`~fastreco.data.lartpc_images.extract_patches` (the cut is included in the time) and run
+  through :class:`PatchCNN` in batches of ``--batch`` (PyTorch eager, and ONNX Runtime on the
+  exported model). Network, patch size and drift down-sampling are those of the training config
+  ``--patch-config`` (``configs/lartpc_pixel_id_patch.yaml``: the trained run's);
 * ``patch CNN ..., seed-like`` (batch 1): the one-patch-per-call loop, timed on ``--batch1-hits``
   hits, for the seed-004-style ONNX Runtime vs PyTorch speed-up;
 * ``dense trunk + head at hits``: :meth:`DensePatchCNN.scores_at`, convolutional feature maps once
@@ -22,8 +24,8 @@ interaction or a muon with ``--cosmics`` cosmic muons per 6000 ticks). Per event
   hits, each grown by the receptive field (:func:`unet_scores_at`, exact: the note gives the
   largest difference to the whole-event pass at the hits, the tiles run and the pixels their
   crops cover relative to the event);
-* ``sparse U-Net PyTorch``: :class:`SparseUResNet` (submanifold sparse convolutions, the
-  ``configs/lartpc_pixel_id_sparse.yaml`` size by default, ``--sparse``) on the event's hits
+* ``sparse U-Net PyTorch``: :class:`SparseUResNet` (submanifold sparse convolutions, built
+  from ``--sparse-config``, ``configs/lartpc_pixel_id_sparse.yaml`` by default) on the event's hits
   only, all in one pass; building its sparse input from the image is included in the time. Its
   GFLOP count is what it computes: every tap of every active site, the inactive ones included.
 
@@ -58,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from _common import report
+from fastreco.data.lartpc_images import downsample_drift, extract_patches
 from fastreco.deploy.inference import onnx_session
 from fastreco.deploy.onnx import INPUT_NAME, export_module
 from fastreco.models.lartpc import (
@@ -68,10 +71,21 @@ from fastreco.models.lartpc import (
     unet_halo,
     unet_scores_at,
 )
-from fastreco.models.lartpc_sparse import SparseUResNet, event_sparse_image
+from fastreco.models.lartpc_sparse import event_sparse_image
+from fastreco.models.registry import build_model
 from fastreco.models.sparse import SparseDownConv2d, SparseLinear, SparseUpConv2d, SubMConv2d
+from fastreco.train.pixel_id import N_OUTPUTS, PixelIdTaskConfig, model_mode
 
 N_WIRES = 480
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def model_from_config(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, PixelIdTaskConfig]:
+    """The (untrained, eval mode) network of a pixel-ID training config and the config."""
+    task = PixelIdTaskConfig.load(path)
+    mode = model_mode(task.model.name)
+    model = build_model(task.model.name, task.input_shape(mode), N_OUTPUTS, **task.model.params)
+    return model.eval(), task
 
 
 def synthetic_event(
@@ -210,18 +224,14 @@ def patch_scores(
     cols: torch.Tensor,
     size: int,
     batch: int,
+    drift_downsample: int = 1,
 ) -> torch.Tensor:
-    """(n, 4) scores of ``run`` on zero-padded size x size patches cut around each hit."""
-    before = size // 2
-    padded = F.pad(image, (before, size - 1 - before, before, size - 1 - before))
-    offsets = torch.arange(size)
-    out = []
-    for lo in range(0, len(rows), batch):
-        r = rows[lo : lo + batch, None] + offsets
-        c = cols[lo : lo + batch, None] + offsets
-        patches = padded[r[:, :, None], c[:, None, :]][:, None]  # (b, 1, size, size)
-        out.append(run(patches))
-    return torch.cat(out)
+    """(n, 4) scores of ``run`` on the size x size patches around each hit that the evaluation
+    cuts (zero padded, ticks merged by ``drift_downsample``), ``batch`` patches per call."""
+    patches = torch.from_numpy(
+        extract_patches(image.numpy(), rows.numpy(), cols.numpy(), size, drift_downsample)
+    )[:, None]
+    return torch.cat([run(patches[lo : lo + batch]) for lo in range(0, len(rows), batch)])
 
 
 def _row(
@@ -252,16 +262,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", default="750,1500,3000,6000", help="event sizes, 480 x N")
     parser.add_argument("--occupancy", type=float, default=0.03)
-    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument(
+        "--patch-config",
+        default=str(CONFIGS / "lartpc_pixel_id_patch.yaml"),
+        help="training config of the patch CNN: network, patch size, drift down-sampling",
+    )
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--max-patch-hits", type=int, default=8192)
     parser.add_argument("--batch1-hits", type=int, default=300)
     parser.add_argument("--dense-map-ticks", type=int, default=512)
     parser.add_argument("--hit-tile", default="128,1024", help="U-Net hit tiles, wires,ticks")
     parser.add_argument(
-        "--sparse",
-        default="16,5,1,4",
-        help="sparse U-Net width,depth,reps,tick_factor (configs/lartpc_pixel_id_sparse.yaml)",
+        "--sparse-config",
+        default=str(CONFIGS / "lartpc_pixel_id_sparse.yaml"),
+        help="training config of the sparse U-Net",
     )
     parser.add_argument(
         "--events",
@@ -277,16 +291,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(7)
-    size = args.patch
     hit_tile = tuple(int(v) for v in args.hit_tile.split(","))
     cpu = ["CPUExecutionProvider"]
 
     torch.manual_seed(0)
-    patch_cnn = PatchCNN((1, size, size)).eval()
+    patch_cnn, patch_task = model_from_config(args.patch_config)
+    assert isinstance(patch_cnn, PatchCNN), args.patch_config
+    size, drift = patch_task.sampling.patch_size, patch_task.sampling.drift_downsample
     dense = dense_patch_cnn(patch_cnn)
     unets = {"U-Net": PixelUNet().eval(), "U-Net ticks/4": PixelUNet(tick_factor=4).eval()}
-    width, depth, reps, tick_factor = (int(v) for v in args.sparse.split(","))
-    sparse = SparseUResNet(width=width, depth=depth, reps=reps, tick_factor=tick_factor).eval()
+    sparse, _ = model_from_config(args.sparse_config)
     unet_ort = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_module(patch_cnn, (1, size, size), Path(tmp) / "patch.onnx")
@@ -322,6 +336,15 @@ def main() -> None:
         with torch.inference_mode():
             return sparse(event_sparse_image(image, rows, cols))
 
+    def dense_at(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The exact dense equivalent as the evaluation runs it: ticks merged, trunk once."""
+        merged = torch.from_numpy(downsample_drift(image.numpy(), drift))
+        return dense.scores_at(merged, rows, cols // drift, tile=1024)
+
+    def dense_map(image: torch.Tensor) -> torch.Tensor:
+        merged = torch.from_numpy(downsample_drift(image.numpy(), drift))
+        return dense.score_map(merged[None, None], tile=256)
+
     probe = torch.zeros(1, 1, 64, 64)
     flops_patch = count_flops(patch_cnn, torch.zeros(1, 1, size, size))
     flops_dense_px = count_flops(dense, probe) / probe.numel()
@@ -333,9 +356,9 @@ def main() -> None:
     warm = torch.from_numpy(synthetic_event(rng, N_WIRES, 256, args.occupancy))
     wr, wc = torch.nonzero(warm, as_tuple=True)
     for run in (torch_patch, ort_patch):
-        patch_scores(run, warm, wr[:2048], wc[:2048], size, args.batch)
-    dense.scores_at(warm, wr, wc)
-    dense.score_map(warm[None, None])
+        patch_scores(run, warm, wr[:2048], wc[:2048], size, args.batch, drift)
+    dense_at(warm, wr, wc)
+    dense_map(warm)
     for name in unets:
         torch_unet(name, warm[None, None])
         ort_unet(name, warm[None, None])
@@ -345,14 +368,16 @@ def main() -> None:
     # seed-like per-patch loop (batch 1): ONNX Runtime vs PyTorch, extrapolated per hit
     n1 = min(args.batch1_hits, len(wr))
     t_b1 = {
-        "PyTorch": measure(partial(patch_scores, torch_patch, warm, wr[:n1], wc[:n1], size, 1))[0],
-        "ONNX Runtime": measure(partial(patch_scores, ort_patch, warm, wr[:n1], wc[:n1], size, 1))[
-            0
-        ],
+        "PyTorch": measure(
+            partial(patch_scores, torch_patch, warm, wr[:n1], wc[:n1], size, 1, drift)
+        )[0],
+        "ONNX Runtime": measure(
+            partial(patch_scores, ort_patch, warm, wr[:n1], wc[:n1], size, 1, drift)
+        )[0],
     }
     # dense full map: cost per pixel from one 480 x dense-map-ticks slice
     sample = torch.from_numpy(synthetic_event(rng, N_WIRES, args.dense_map_ticks, args.occupancy))
-    t_map, mem_map, _ = measure(partial(dense.score_map, sample[None, None], tile=256))
+    t_map, mem_map, _ = measure(partial(dense_map, sample))
     map_note = f"extrapolated per pixel from {N_WIRES}x{args.dense_map_ticks}"
 
     rows: list[dict[str, Any]] = []
@@ -372,7 +397,9 @@ def main() -> None:
         gflop_patch = flops_patch * n_hits / 1e9
         new: list[dict[str, Any]] = []
 
-        t, mem, ref = measure(partial(patch_scores, torch_patch, image, sr, sc, size, args.batch))
+        t, mem, ref = measure(
+            partial(patch_scores, torch_patch, image, sr, sc, size, args.batch, drift)
+        )
         new.append(
             _row(
                 event,
@@ -386,7 +413,9 @@ def main() -> None:
                 extrap,
             )
         )
-        t, mem, got = measure(partial(patch_scores, ort_patch, image, sr, sc, size, args.batch))
+        t, mem, got = measure(
+            partial(patch_scores, ort_patch, image, sr, sc, size, args.batch, drift)
+        )
         new.append(
             _row(
                 event,
@@ -414,8 +443,8 @@ def main() -> None:
                     f"extrapolated per hit from {n1} hits",
                 )
             )
-        t, mem, got = measure(partial(dense.scores_at, image, hr, hc, tile=1024))
-        gflop = (flops_trunk_px * n_px + flops_head_hit * n_hits) / 1e9
+        t, mem, got = measure(partial(dense_at, image, hr, hc))
+        gflop = (flops_trunk_px * n_px / drift + flops_head_hit * n_hits) / 1e9
         new.append(
             _row(
                 event,
@@ -436,7 +465,7 @@ def main() -> None:
                 "dense full map (exact)",
                 "event",
                 t_map / sample.numel() * n_px,
-                flops_dense_px * n_px / 1e9,
+                flops_dense_px * n_px / drift / 1e9,
                 mem_map,
                 float("nan"),
                 map_note,
@@ -505,7 +534,7 @@ def main() -> None:
                 gflop,
                 mem,
                 float("nan"),
-                f"other network; active sites only ({args.sparse} width,depth,reps,tick_factor)",
+                f"other network; active sites only ({Path(args.sparse_config).name})",
             )
         )
         base = {r["method"]: r["ms/event"] for r in new}
@@ -523,7 +552,7 @@ def main() -> None:
             if args.events == "simulated"
             else f"occupancy {args.occupancy:.1%}, "
         )
-        + f"{size}x{size} patches; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
+        + f"{size}x{size} patches, ticks merged by {drift}; patch CNN {flops_patch / 1e6:.2f} MFLOP/hit, dense "
         f"{flops_dense_px / 1e3:.0f} kFLOP/pixel, U-Net "
         + ", ".join(f"{n} {f / 1e3:.1f}" for n, f in flops_unet_px.items())
         + f" kFLOP/pixel, sparse U-Net {flops_sparse_hit / 1e3:.0f} kFLOP/hit)",

@@ -15,8 +15,10 @@ from fastreco.models.sparse import (
     SparseImage,
     SparseUpConv2d,
     SubMConv2d,
+    _downsample_fields,
     downsample_rulebook,
     submanifold_rulebook,
+    submanifold_rulebook_torch,
 )
 
 SHAPE = (12, 20)  # (wires, ticks), multiples of the strides tested
@@ -252,3 +254,31 @@ def test_sparse_unet_learns_isolated_pixels_from_lines():
     assert losses[-1] < 0.5 * losses[0]
     with torch.no_grad():
         assert (model.eval()(x)[:, :3].argmax(1) == label).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_cpu_rulebooks_equal_the_torch_ones_used_on_other_devices(kernel):
+    """The numba / numpy rulebooks of the CPU and the torch ones (CUDA) give the same tables."""
+    _, x = random_batch(n_events=4, occupancy=0.3)
+    assert torch.equal(
+        submanifold_rulebook(x.coords, SHAPE, kernel),
+        submanifold_rulebook_torch(x.coords, SHAPE, kernel),
+    )
+    for stride in [(2, 2), (2, 8), (3, 1)]:
+        cpu = downsample_rulebook(x.coords, SHAPE, stride)
+        coarse_shape = cpu.spatial_shape
+        ref = _downsample_fields(x.coords, coarse_shape, stride, torch)
+        for got, want in zip((cpu.coords, cpu.parent, cpu.offset, cpu.children), ref, strict=True):
+            assert torch.equal(got, want)
+
+
+def test_sparse_unet_channel_growth():
+    from fastreco.models.lartpc_sparse import SparseUResNet
+
+    def widths(model: SparseUResNet) -> list[int]:
+        return [blocks[0].body[2].out_channels for blocks in model.encoder]
+
+    assert widths(SparseUResNet(width=16, depth=3)) == [16, 32, 48, 64]  # UResNet's growth
+    assert widths(SparseUResNet(width=16, depth=3, growth=8)) == [16, 24, 32, 40]
+    with pytest.raises(InputError, match="growth"):
+        SparseUResNet(growth=-1)

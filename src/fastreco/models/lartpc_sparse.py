@@ -73,7 +73,8 @@ class SparseUResNet(nn.Module):
     r"""UResNet-like sparse U-Net: per active pixel [track, em, none] + Michel logits.
 
     A submanifold 3×3 stem, then ``depth + 1`` levels of ``reps`` residual blocks
-    (:class:`ResidualBlock`) with ``width · (level + 1)`` channels (UResNet's linear growth),
+    (:class:`ResidualBlock`) with ``width + growth · level`` channels (UResNet's linear growth;
+    ``growth`` defaults to ``width``),
     joined by 2×2 stride-2 sparse convolutions on the way down and 2×2 stride-2 transposed
     convolutions back onto the same sites on the way up, where the encoder's features of the
     level are concatenated (the skip connection) and merged by ``reps`` residual blocks; BN,
@@ -89,6 +90,10 @@ class SparseUResNet(nn.Module):
         n_outputs: number of classes + 1 (4: track, em, none, michel).
         width: channels of the first level; depth: number of down-samplings; reps: residual
             blocks per level and side.
+        growth: channels added per level (default ``width``). Tracks stay lines when they are
+            down-sampled, so a coarse level keeps about half the sites of the finer one and
+            its cost grows with the square of its channels: a smaller growth makes the coarse
+            levels cheap.
         tick_factor: extra tick stride of the first down-sampling.
         input_scale: factor applied to the ADC features first.
 
@@ -106,10 +111,18 @@ class SparseUResNet(nn.Module):
         reps: int = 1,
         tick_factor: int = 1,
         input_scale: float = DEFAULT_INPUT_SCALE,
+        growth: int | None = None,
     ) -> None:
         super().__init__()
         _check_outputs(n_outputs)
-        for name, value, low in (("width", width, 1), ("depth", depth, 1), ("reps", reps, 1)):
+        growth = width if growth is None else growth
+        checks = (
+            ("width", width, 1),
+            ("depth", depth, 1),
+            ("reps", reps, 1),
+            ("growth", growth, 0),
+        )
+        for name, value, low in checks:
             if value < low:
                 raise InputError(
                     f"{name} must be >= {low}", field=f"model.params.{name}", value=value
@@ -122,7 +135,7 @@ class SparseUResNet(nn.Module):
         self.n_outputs = n_outputs
         self.input_scale = float(input_scale)
         self.strides: list[Stride] = [(2, 2 * tick_factor)] + [(2, 2)] * (depth - 1)
-        channels = [width * (level + 1) for level in range(depth + 1)]
+        channels = [width + growth * level for level in range(depth + 1)]
         self.stem = SubMConv2d(self.in_channels, width)
         self.encoder = nn.ModuleList(_blocks(c, c, reps) for c in channels)
         self.down = nn.ModuleList(

@@ -32,6 +32,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numba
+import numpy as np
 import torch
 from torch import nn
 
@@ -143,9 +145,9 @@ class SparseImage:
 # --------------------------------------------------------------------------------------------
 # rulebooks
 # --------------------------------------------------------------------------------------------
-def linear_keys(coords: torch.Tensor, spatial_shape: tuple[int, int]) -> torch.Tensor:
-    """(N,) int64 keys ``(event · H + wire) · W + tick``: unique per site, ordered like the
-    row-major dense batch."""
+def linear_keys(coords: Any, spatial_shape: tuple[int, int]) -> Any:
+    """(N,) int64 keys ``(event · H + wire) · W + tick`` of (N, 3) torch or numpy coords: unique
+    per site, ordered like the row-major dense batch."""
     height, width = spatial_shape
     return (coords[:, 0] * height + coords[:, 1]) * width + coords[:, 2]
 
@@ -154,6 +156,69 @@ def submanifold_rulebook(
     coords: torch.Tensor, spatial_shape: tuple[int, int], kernel_size: int = 3
 ) -> torch.Tensor:
     """Neighbours of every site for a ``kernel_size`` × ``kernel_size`` submanifold convolution.
+
+    On the CPU a numba sweep over the sorted keys (:func:`_submanifold_sweep`); elsewhere
+    torch operations (:func:`submanifold_rulebook_torch`). Both give the same table.
+
+    Returns:
+        (N, kernel_size²) int64: entry [n, i · ks + j] is the index of the site at
+        (wire + i - r, tick + j - r), r = ks // 2, or -1 where that pixel is not active or
+        outside the image.
+    """
+    if coords.device.type != "cpu":
+        return submanifold_rulebook_torch(coords, spatial_shape, kernel_size)
+    height, width = spatial_shape
+    keys = linear_keys(coords, spatial_shape).numpy()
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    wire = coords[:, 1].numpy()[order]
+    tick = coords[:, 2].numpy()[order]
+    found = _submanifold_sweep(sorted_keys, wire, tick, height, width, kernel_size)
+    out = np.empty_like(found)
+    out[order] = np.where(found >= 0, order[np.maximum(found, 0)], -1)
+    return torch.from_numpy(out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _submanifold_sweep(
+    sorted_keys: np.ndarray,
+    wire: np.ndarray,
+    tick: np.ndarray,
+    height: int,
+    width: int,
+    kernel_size: int,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """(N, ks²) sorted positions of the neighbours of the sites of ``sorted_keys`` (-1: none).
+
+    For each kernel row the window ``key + dw · W - r … key + dw · W + r`` moves forward with the
+    key, so one pointer sweeps the sorted keys once per row: O(N · ks) with no search."""
+    n = len(sorted_keys)
+    r = kernel_size // 2
+    found = np.full((n, kernel_size * kernel_size), -1, np.int64)
+    for row in range(kernel_size):
+        dw = row - r
+        p = 0
+        for i in range(n):
+            centre = sorted_keys[i] + dw * width
+            while p < n and sorted_keys[p] < centre - r:
+                p += 1
+            w = wire[i] + dw
+            if w < 0 or w >= height:
+                continue
+            q = p
+            while q < n and sorted_keys[q] <= centre + r:
+                dt = sorted_keys[q] - centre
+                t = tick[i] + dt
+                if t >= 0 and t < width:
+                    found[i, row * kernel_size + dt + r] = q
+                q += 1
+    return found
+
+
+def submanifold_rulebook_torch(
+    coords: torch.Tensor, spatial_shape: tuple[int, int], kernel_size: int = 3
+) -> torch.Tensor:
+    """:func:`submanifold_rulebook` in torch operations (any device).
 
     The keys are sorted once. The active pixels of a window of ``2 r + 1`` ticks on one wire
     hold consecutive sorted positions, so one ``torch.searchsorted`` per kernel row above the
@@ -224,17 +289,35 @@ class DownRulebook:
 def downsample_rulebook(
     coords: torch.Tensor, spatial_shape: tuple[int, int], stride: Stride = (2, 2)
 ) -> DownRulebook:
-    """The :class:`DownRulebook` of a kernel = ``stride`` down-sampling of these sites."""
-    sw, st = stride
-    coarse_shape = (-(-spatial_shape[0] // sw), -(-spatial_shape[1] // st))
-    coarse = torch.stack([coords[:, 0], coords[:, 1] // sw, coords[:, 2] // st], dim=1)
-    keys, parent = torch.unique(linear_keys(coarse, coarse_shape), return_inverse=True)
-    offset = (coords[:, 1] % sw) * st + coords[:, 2] % st
-    children = torch.full((len(keys), sw * st), -1, dtype=torch.long, device=coords.device)
-    children[parent, offset] = torch.arange(len(coords), device=coords.device)
-    height, width = coarse_shape
-    out_coords = torch.stack([keys // (height * width), keys // width % height, keys % width], 1)
+    """The :class:`DownRulebook` of a kernel = ``stride`` down-sampling of these sites (numpy
+    on the CPU, where its many small steps cost less than as torch operations)."""
+    coarse_shape = (-(-spatial_shape[0] // stride[0]), -(-spatial_shape[1] // stride[1]))
+    if coords.device.type != "cpu":
+        fields = _downsample_fields(coords, coarse_shape, stride, torch)
+    else:
+        fields = tuple(
+            torch.from_numpy(np.ascontiguousarray(f, np.int64))
+            for f in _downsample_fields(coords.numpy(), coarse_shape, stride, np)
+        )
+    out_coords, parent, offset, children = fields
     return DownRulebook(out_coords, coarse_shape, parent, offset, children)
+
+
+def _downsample_fields(
+    coords: Any, coarse_shape: tuple[int, int], stride: Stride, lib: Any
+) -> tuple[Any, Any, Any, Any]:
+    """Coarse coords, parent, offset, children of :class:`DownRulebook` with ``lib`` = numpy
+    (numpy coords) or torch (tensors on any device)."""
+    sw, st = stride
+    coarse = lib.stack([coords[:, 0], coords[:, 1] // sw, coords[:, 2] // st], 1)
+    keys, parent = lib.unique(linear_keys(coarse, coarse_shape), return_inverse=True)
+    offset = (coords[:, 1] % sw) * st + coords[:, 2] % st
+    on_device = {"device": coords.device} if lib is torch else {}
+    children = lib.full((len(keys), sw * st), -1, dtype=lib.int64, **on_device)
+    children[parent, offset] = lib.arange(len(coords), **on_device)
+    height, width = coarse_shape
+    out_coords = lib.stack([keys // (height * width), keys // width % height, keys % width], 1)
+    return out_coords, parent, offset, children
 
 
 def _cached(x: SparseImage, key: Any, make: Any) -> Any:
