@@ -60,3 +60,18 @@ def test_missing_store_is_a_user_error(tmp_path):
     result = _run("reco", str(tmp_path / "missing"), "-o", str(tmp_path / "r.parquet"))
     assert result.returncode == 2
     assert "no such file or directory" in result.stderr
+
+
+def test_independent_test_sample_is_refused_for_other_run_kinds(tmp_path):
+    import json
+
+    from fastreco.train.runner import RUN_SCHEMA_VERSION
+
+    (tmp_path / "run.json").write_text(
+        json.dumps({"run_schema_version": RUN_SCHEMA_VERSION, "kind": "pixel_id"})
+    )
+    result = _run("evaluate", str(tmp_path), "--test-events", "100")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "hgcal_regression runs only" in message
+    assert "--test-events" in message

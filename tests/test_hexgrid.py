@@ -183,6 +183,89 @@ def test_threads_give_the_same_windows(grid, events):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
 
 
+def _reference_windows(g: HexGrid, batch, values: str, axis=None) -> dict[str, np.ndarray]:
+    """Windows by their definition, one hit and one weight at a time in plain Python, from the
+    public pieces (hit values, axis, origins, the scipy weight matrix): hit value x float32
+    weight summed in float64 in hit order, voxels in order of first touch (the kernel's
+    contract, so the result must be bit-identical)."""
+    hv = g.hit_values(batch, values)
+    axis = g.axis_points(batch) if axis is None else np.asarray(axis, np.float64)
+    origins = g.window_origins(axis)
+    if g.spec.projective:
+        axis = (origins[:, 0, :] + g.spec.window / 2 - g.n_side / 2) * g.spec.pitch
+    w, n, size = g.weights, g.n_side, g.spec.window
+    cells = batch.hits["cell"]
+    offsets = batch.offsets - batch.offsets[0]
+    out = {"offsets": [0], "index": [], "value": [], "outside": []}
+    for e in range(batch.n_events):
+        acc: dict[int, float] = {}
+        outside = 0.0
+        for h in range(offsets[e], offsets[e + 1]):
+            c = cells[h]
+            for j in range(w.indptr[c], w.indptr[c + 1]):
+                k, rest = divmod(int(w.indices[j]), n * n)
+                iy, ix = divmod(rest, n)
+                ly, lx = iy - origins[e, k, 1], ix - origins[e, k, 0]
+                x = float(hv[h]) * float(np.float32(w.data[j]))
+                if 0 <= lx < size and 0 <= ly < size:
+                    f = int((k * size + ly) * size + lx)
+                    acc[f] = acc.get(f, 0.0) + x
+                else:
+                    outside += x
+        out["index"] += list(acc)
+        out["value"] += list(acc.values())
+        out["outside"].append(outside)
+        out["offsets"].append(len(out["index"]))
+    return {
+        "offsets": np.asarray(out["offsets"], np.int64),
+        "index": np.asarray(out["index"], np.int32),
+        "value": np.asarray(out["value"], np.float32),
+        "outside": np.asarray(out["outside"]),
+        "origins": origins,
+        "axis": axis,
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "seeded", "projective"),
+    [("gev", False, True), ("mip", False, True), ("deposit", True, True), ("gev", False, False)],
+)
+def test_fused_windows_equal_the_reference_bit_for_bit(grid, events, values, seeded, projective):
+    g = grid
+    if not projective:
+        g = HexGrid(GEOMETRY, GridSpec(pitch=1.0, window=24, layers=(0, 40), projective=False))
+    sub = events.slice(0, 25)
+    axis = None
+    if seeded:  # e.g. the particles' impacts, as the pileup study gives
+        truth = single_particle_targets(sub, GEOMETRY)
+        axis = (
+            np.stack([truth["impact_x"], truth["impact_y"]], 1)
+            * (g.z_ref / truth["impact_z"])[:, None]
+        )
+    win = g.windows(sub, values, axis=axis)
+    ref = _reference_windows(g, sub, values, axis)
+    for name, expected in ref.items():
+        np.testing.assert_array_equal(getattr(win, name), expected, err_msg=name)
+    # and the energy is all there, inside or outside the window
+    if values == "gev":
+        np.testing.assert_allclose(
+            win.dense().sum(axis=(1, 2, 3), dtype=np.float64) + win.outside,
+            g.event_sums(sub),
+            rtol=REL_TOL,
+        )
+
+
+def test_dense_transform_on_stored_voxels_equals_transform_of_dense(grid, events):
+    from fastreco.train.hgcal_regression import log_energy
+
+    win = grid.windows(events)
+    np.testing.assert_array_equal(win.dense(transform=log_energy), log_energy(win.dense()))
+    out = np.full((events.n_events, *win.shape), 7.0, np.float32)  # reused buffer is cleared
+    np.testing.assert_array_equal(win.dense(out), win.dense())
+    with pytest.raises(InputError, match="transform"):
+        win.dense(transform=np.exp)
+
+
 def test_projective_windows_share_one_origin_and_centre_the_shower(grid, events):
     win = grid.windows(events)
     assert np.all(win.origins == win.origins[:, :1, :])

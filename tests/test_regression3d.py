@@ -177,6 +177,90 @@ def test_evaluation_writes_finite_metrics_and_report(
             assert sum(s["layer"]) == pytest.approx(1.0, rel=1e-3)  # normalized per event
 
 
+@pytest.mark.slow
+def test_evaluation_on_an_independent_sample_reuses_its_store(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from fastreco.evaluate.hgcal_regression import (
+        evaluate_hgcal_regression,
+        independent_test_task,
+    )
+
+    def run() -> dict:
+        return evaluate_hgcal_regression(
+            trained["hgcal-cnn3d"],
+            compare=[trained["hgcal-drn"]],
+            out_dir=tmp_path,
+            n_events=0,
+            test_events=40,
+            progress=False,
+        )
+
+    metrics = run()
+    task = HgcalRegressionTaskConfig.load(trained["hgcal-cnn3d"] / "config.yaml")
+    sample = independent_test_task(task, 40).data_dir
+    assert sample.parent == task.data_dir.parent
+    assert sample != task.data_dir
+    assert metrics["test_sample"] == {"dir": str(sample), "events": 40, "seed": 90_001}
+    # every valid event of the sample is a test event (the run's own test split has ~14)
+    assert 30 <= sum(metrics["n_test"].values()) <= 40
+    shards = {p: p.stat().st_mtime_ns for p in sample.glob("*.h5")}
+    assert shards
+    again = run()  # the sample is simulated once, then read back: same events, same numbers
+    assert {p: p.stat().st_mtime_ns for p in sample.glob("*.h5")} == shards
+    assert json.dumps(again["results"]) == json.dumps(metrics["results"])  # NaN-safe
+
+
+def test_independent_test_sample_task(trained: dict[str, Path]) -> None:
+    """The independent sample: same generator, another seed, its own store beside the runs'."""
+    from fastreco.evaluate.hgcal_regression import independent_test_task
+
+    task = HgcalRegressionTaskConfig.load(trained["hgcal-cnn3d"] / "config.yaml")
+    sample = independent_test_task(task, 500, seed=7)
+    assert sample.data.events == 500
+    assert sample.data.seed == 7
+    assert sample.data_dir.parent == task.data_dir.parent
+    assert sample.data_dir != task.data_dir
+    same = ("particles", "energy", "eta_min", "eta_max", "pileup", "grid_pitch", "grid_window")
+    for field in same:
+        assert getattr(sample.data, field) == getattr(task.data, field)
+    with pytest.raises(InputError) as err:
+        independent_test_task(task, 40, seed=task.data.seed)
+    assert err.value.field == "test_seed"
+    with pytest.raises(InputError) as err:
+        independent_test_task(task, 0)
+    assert err.value.field == "test_events"
+
+
+def test_paired_bootstrap_of_the_resolutions() -> None:
+    from fastreco.evaluate.hgcal_regression import bootstrap_resolutions
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    truth = {"pdg": np.full(n, 11), "energy": rng.uniform(10, 20, n)}
+    noise = rng.standard_normal(n)
+    est = {
+        "calibrated sum": {"energy": truth["energy"] * (1 + 0.05 * noise)},
+        "same": {"energy": truth["energy"] * (1 + 0.05 * noise)},
+        "better": {"energy": truth["energy"] * (1 + 0.04 * noise + 0.01 * rng.standard_normal(n))},
+        "position only": {"x": np.zeros(n)},
+    }
+    (row,) = bootstrap_resolutions(est, truth, np.array([10.0, 20.0]), n_boot=300)["e-"]
+    assert row["n"] == n
+    assert set(row["err"]) == {"calibrated sum", "same", "better"}
+    # sigma_eff of a Gaussian: standard error near sigma / sqrt(2 n), somewhat larger
+    gauss = 0.05 / math.sqrt(2 * n)
+    assert 0.8 * gauss < row["err"]["calibrated sum"] < 2.5 * gauss
+    vs = row["vs_reference"]
+    assert vs["same"] == {"diff": 0.0, "err": 0.0, "p_below": 0.0}
+    # resolution sqrt(0.04^2 + 0.01^2) = 4.12 %: 0.88 % better, and the pairing (same events)
+    # makes the error of the difference smaller than that of two independent samples
+    assert vs["better"]["diff"] == pytest.approx(-0.0088, abs=0.002)
+    unpaired = math.hypot(row["err"]["better"], row["err"]["calibrated sum"])
+    assert vs["better"]["err"] < 0.75 * unpaired
+    assert vs["better"]["p_below"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -434,6 +434,14 @@ def evaluate(
             "point."
         ),
     ] = 40,
+    test_events: Annotated[
+        int,
+        typer.Option(
+            help="HGCAL regression runs: evaluate on an independent sample of this many events "
+            "(same generator, another seed; simulated once beside the store) instead of the "
+            "test split (0)."
+        ),
+    ] = 0,
     deployment: Annotated[
         bool,
         typer.Option(
@@ -455,6 +463,14 @@ def evaluate(
     start = time.perf_counter()
     kind = run_kind(run)
     evaluate = TASK_KINDS.resolve(kind).evaluate
+    if test_events and kind != "hgcal_regression":
+        from fastreco.errors import InputError
+
+        raise InputError(
+            f"an independent test sample is made for hgcal_regression runs only, not {kind}",
+            field="--test-events",
+            value=test_events,
+        )
     if kind == "clustering":
         metrics = evaluate(run, out_dir=output, n_events=events)
         rows = {
@@ -468,7 +484,8 @@ def evaluate(
         _summary(f"evaluation of {run}", rows)
         return
     if kind in ("pixel_id", "hgcal_regression"):
-        metrics = evaluate(run, compare=compare or (), out_dir=output, n_events=events)
+        extra = {"test_events": test_events} if test_events else {}
+        metrics = evaluate(run, compare=compare or (), out_dir=output, n_events=events, **extra)
         _summary(
             f"evaluation of {run}",
             {

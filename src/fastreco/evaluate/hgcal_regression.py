@@ -45,6 +45,7 @@ from fastreco.data.hexgrid import absolute_from_axis, hexgrid_for
 from fastreco.data.store import EventBatch, EventStore
 from fastreco.errors import InputError
 from fastreco.evaluate.resolution import (
+    ONE_SIGMA_FRACTION,
     binned_response,
     effective_sigma,
     energy_bins_from_data,
@@ -84,8 +85,15 @@ CALSUM, SOFTCOMP, LINEAR, LOGW, WINDOW = (
 N_ENERGY_BINS = 5
 #: Test events per particle shown in the saliency maps and measured for memory and time.
 N_SALIENCY, N_RESOURCE = 48, 64
+#: Timings of the input conversion per pipeline (the median is reported: one timing of a few
+#: milliseconds is at the mercy of the machine's other load).
+N_TIMINGS = 5
 #: Events simulated per step of the pileup study (bounds the memory of PU 200 events).
 PILEUP_CHUNK = 25
+#: Seed of the independent test samples (``test_events``); never a training store's seed (31).
+TEST_SEED = 90_001
+#: Bootstrap resamples of the per-bin resolutions' uncertainties (paired over estimators).
+N_BOOTSTRAP = 400
 
 
 @dataclasses.dataclass
@@ -258,6 +266,78 @@ def energy_metrics(pred: np.ndarray, true: np.ndarray, edges: np.ndarray) -> dic
     }
 
 
+def bootstrap_resolutions(
+    est: dict[str, dict[str, np.ndarray]],
+    truth: dict[str, np.ndarray],
+    edges: np.ndarray,
+    *,
+    reference: str = CALSUM,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    min_events: int = 20,
+) -> dict[str, list[dict[str, Any]]]:
+    """Bootstrap uncertainties of the per-bin resolutions ``sigma_eff / median`` of the response.
+
+    The events of each particle and true-energy bin are resampled ``n_boot`` times and every
+    energy estimator is evaluated on the same resamples (paired), which gives each estimator's
+    standard error and that of its difference to ``reference`` (the correlation through the
+    shared events is accounted for).
+
+    Returns:
+        ``{particle: [per bin: {e_low, e_high, n, err: {estimator: std}, vs_reference:
+        {estimator: {diff, err, p_below}}}]}`` in fractions (not %): ``diff`` is the estimator's
+        resolution minus the reference's on the events themselves, ``err`` the bootstrap standard
+        deviation of that difference, ``p_below`` the fraction of resamples where the estimator
+        is below the reference.
+    """
+    rng = np.random.default_rng(seed)
+    names = [n for n, v in est.items() if "energy" in v]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pdg in np.unique(truth["pdg"]):
+        sel = truth["pdg"] == pdg
+        rows = []
+        for lo, hi in itertools.pairwise(edges):
+            in_bin = np.flatnonzero(sel & (truth["energy"] >= lo) & (truth["energy"] < hi))
+            resp = {
+                n: est[n]["energy"][in_bin] / truth["energy"][in_bin]
+                for n in names
+                if np.all(np.isfinite(est[n]["energy"][in_bin]))
+            }
+            row: dict[str, Any] = {"e_low": float(lo), "e_high": float(hi), "n": len(in_bin)}
+            if len(in_bin) < min_events or not resp:
+                rows.append(row | {"err": {}, "vs_reference": {}})
+                continue
+            draws = rng.integers(0, len(in_bin), size=(n_boot, len(in_bin)))
+            point = {n: _resolution_eff(r[None, :])[0] for n, r in resp.items()}
+            boot = {n: _resolution_eff(r[draws]) for n, r in resp.items()}
+            row["err"] = {n: float(np.std(b, ddof=1)) for n, b in boot.items()}
+            row["vs_reference"] = {}
+            if reference in boot:
+                for n, b in boot.items():
+                    if n == reference:
+                        continue
+                    d = b - boot[reference]
+                    row["vs_reference"][n] = {
+                        "diff": float(point[n] - point[reference]),
+                        "err": float(np.std(d, ddof=1)),
+                        "p_below": float(np.mean(d < 0)),
+                    }
+            rows.append(row)
+        out[_particle_name(pdg)] = rows
+    return out
+
+
+def _resolution_eff(response: np.ndarray) -> np.ndarray:
+    """``sigma_eff / median`` of each row of ``response`` ``(m, n)``, shape ``(m,)``; the same
+    definition as :func:`~fastreco.evaluate.resolution.effective_sigma` (smallest interval
+    holding ``ceil(0.683 n)`` values)."""
+    v = np.sort(response, axis=1)
+    n = v.shape[1]
+    k = max(math.ceil(ONE_SIGMA_FRACTION * n), 2)
+    s_eff = 0.5 * np.min(v[:, k - 1 :] - v[:, : n - k + 1], axis=1)
+    return s_eff / np.median(v, axis=1)
+
+
 def position_metrics(
     pred: dict[str, np.ndarray], truth: dict[str, np.ndarray], true_e: np.ndarray, edges: np.ndarray
 ) -> dict[str, Any]:
@@ -384,15 +464,19 @@ def measure_pipeline(
 
     def convert() -> tuple[torch.Tensor, ...]:
         if rep.name == "grid":
+            # the log on the stored voxels only: the same images as log_energy(w.dense())
             w = grid.windows(batch, "gev")
-            return (torch.from_numpy(log_energy(w.dense())[:, None]),)
+            return (torch.from_numpy(w.dense(transform=log_energy)[:, None]),)
         clouds = window_point_clouds(batch, grid, window_axis(grid, batch), geometry)
         return rep.collate(clouds)
 
     convert()  # warm-up (numba, caches)
-    t0 = time.process_time()
-    inputs = convert()
-    t_conv = time.process_time() - t0
+    times = []
+    for _ in range(N_TIMINGS):
+        t0 = time.process_time()
+        inputs = convert()
+        times.append(time.process_time() - t0)
+    t_conv = float(np.median(times))
     _, conv_peak = _numpy_peak(convert)
     model = run.module.model
     model.eval()
@@ -425,6 +509,29 @@ def measure_pipeline(
 # --------------------------------------------------------------------------------------------
 # the evaluation
 # --------------------------------------------------------------------------------------------
+def independent_test_task(
+    task: HgcalRegressionTaskConfig, n_events: int, seed: int = TEST_SEED
+) -> HgcalRegressionTaskConfig:
+    """The task with its data block on an independent test sample: ``n_events`` fresh events
+    of the same generator and grid (particles, energies, eta, pileup) from another ``seed``, in
+    their own store beside the training store (``<store>_test-n<N>-s<seed>``). The store and
+    its grid file are made by the training data's own path
+    (:func:`~fastreco.train.hgcal_regression.load_store_events`) on first use, then reused."""
+    if not (isinstance(n_events, int) and n_events > 0):
+        raise InputError("must be a positive number of events", field="test_events", value=n_events)
+    if seed == task.data.seed:
+        raise InputError(
+            "the test sample needs a seed other than the training store's",
+            field="test_seed",
+            value=seed,
+        )
+    name = f"{task.data_dir.name}_test-n{n_events}-s{seed}"
+    data = dataclasses.replace(
+        task.data, events=n_events, seed=seed, dir=str(task.data_dir.with_name(name))
+    )
+    return dataclasses.replace(task, data=data)
+
+
 def _particle_name(pdg: int) -> str:
     return PARTICLES.get(int(pdg), str(int(pdg)))
 
@@ -473,6 +580,8 @@ def evaluate_hgcal_regression(
     n_events: int | None = 200,
     pileups: Sequence[float] = (0.0, 140.0, 200.0),
     seed: int = 70_001,
+    test_events: int = 0,
+    test_seed: int = TEST_SEED,
     progress: bool = True,
     **_ignored: Any,
 ) -> dict[str, Any]:
@@ -487,6 +596,10 @@ def evaluate_hgcal_regression(
             (a seed, as a tracker would give), so that the study measures the pileup energy
             in the window, not the failure of finding the shower among pileup showers.
         seed: seed of the fresh pileup samples (never used in training).
+        test_events: 0: the runs' test split of their store; N > 0: an independent sample of
+            N events (:func:`independent_test_task`, seed ``test_seed``), all of them test events,
+            on which every run and baseline is evaluated (the baselines are still fitted on
+            the training split of the runs' store).
     """
     from rich.progress import track
 
@@ -498,24 +611,40 @@ def evaluate_hgcal_regression(
     out.mkdir(parents=True, exist_ok=True)
     raw_calib = load_raw_calibration(runs[0].info)
     need_points = any(r.module.rep.needs_points for r in runs)
-    events, _ = load_store_events(task, points=need_points, calib=raw_calib, progress=progress)
+    separate = bool(test_events)
+    events, _ = load_store_events(
+        task, points=need_points and not separate, calib=raw_calib, progress=progress
+    )
     store = EventStore(task.data_dir)
     geometry = store.detector
     assert isinstance(geometry, HgcalEndcap)
-    test = split_indices(events, task, "test")
     train = split_indices(events, task, "train")
-    truth_test = {k: v[test] for k, v in events.truth.items()}
+    if separate:
+        test_task = independent_test_task(task, int(test_events), test_seed)
+        test_set, _ = load_store_events(
+            test_task, points=need_points, calib=raw_calib, progress=progress
+        )
+        test_store = EventStore(test_task.data_dir)
+        test = np.flatnonzero(test_set.valid)
+    else:
+        test_set, test_store = events, store
+        test = split_indices(events, task, "test")
+    truth_test = {k: v[test] for k, v in test_set.truth.items()}
     # log-spaced bins over the test range (max_discrete=0: never one bin per distinct energy)
     edges = energy_bins_from_data(
-        events.truth["energy"][test], max_discrete=0, n_bins=N_ENERGY_BINS
+        test_set.truth["energy"][test], max_discrete=0, n_bins=N_ENERGY_BINS
     )
 
     # --- main comparison: all hits for the baselines (no pileup) ---------------------------------
     hits_all = _hits_of_store(store, geometry, None)
     base = fit_baselines(hits_all, events.truth, train, geometry, None)
-    est = _estimates(runs, events, test, base, _take_hits(hits_all, test))
-    scores = _score(est, truth_test, edges)
+    test_hits = _hits_of_store(test_store, geometry, None) if separate else hits_all
     del hits_all
+    est = _estimates(runs, test_set, test, base, _take_hits(test_hits, test))
+    del test_hits
+    scores = _score(est, truth_test, edges)
+    boot = bootstrap_resolutions(est, truth_test, edges)
+    _attach_bootstrap(scores, boot)
 
     # --- robustness: fresh events with pileup, windows and hits around the seeded axis ----------
     radius = task.data.raw_radius
@@ -556,7 +685,7 @@ def evaluate_hgcal_regression(
         for pdg in np.unique(truth_test["pdg"]):
             idx = test[truth_test["pdg"] == pdg][:N_SALIENCY]
             saliency[r.label][_particle_name(pdg)] = saliency_profiles(
-                r.module, events, idx, *sal_args
+                r.module, test_set, idx, *sal_args
             )
         if pu_samples:
             pu = max(pu_samples)
@@ -566,7 +695,7 @@ def evaluate_hgcal_regression(
 
     # --- memory and time -------------------------------------------------------------------------
     first = np.sort(test[:N_RESOURCE])
-    res_batch = EventBatch.concatenate([store.read(int(e), int(e) + 1) for e in first])
+    res_batch = EventBatch.concatenate([test_store.read(int(e), int(e) + 1) for e in first])
     torch.set_num_threads(1)
     resources = [measure_pipeline(r, res_batch, grid, geometry) for r in runs]
 
@@ -584,6 +713,13 @@ def evaluate_hgcal_regression(
             for r in runs
         },
         "data": dataclasses.asdict(task.data),
+        "test_sample": (
+            {"dir": str(test_task.data_dir), "events": int(test_events), "seed": int(test_seed)}
+            if separate
+            else None
+        ),
+        "bootstrap": boot,
+        "n_bootstrap": N_BOOTSTRAP,
         "n_test": {
             _particle_name(p): int(np.sum(truth_test["pdg"] == p))
             for p in np.unique(truth_test["pdg"])
@@ -614,6 +750,17 @@ def evaluate_hgcal_regression(
     tmp.write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     os.replace(tmp, out / "metrics.json")
     return metrics
+
+
+def _attach_bootstrap(
+    scores: dict[str, dict[str, dict[str, Any]]], boot: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Write each bin's bootstrap standard error into the scores as ``resolution_eff_boot_err``
+    (NaN where the bin had too few events)."""
+    for p, rows in boot.items():
+        for name, m in scores.get(p, {}).get("energy", {}).items():
+            for b, row in zip(m["bins"], rows, strict=True):
+                b["resolution_eff_boot_err"] = row["err"].get(name, math.nan)
 
 
 def _concat_events(parts: Sequence[RegressionEvents]) -> RegressionEvents:
@@ -710,7 +857,8 @@ def issue_bars(metrics: dict[str, Any], networks: Sequence[str]) -> list[dict[st
         return float(np.mean(vals)) if vals else math.inf
 
     best = min(networks, key=mean_res)
-    details, met = [], True
+    details, met, per_bin = [], True, []
+    boot = metrics.get("bootstrap") or {}
     for p in res:
         if CALSUM not in res[p]["energy"] or best not in res[p]["energy"]:
             continue
@@ -719,17 +867,42 @@ def issue_bars(metrics: dict[str, Any], networks: Sequence[str]) -> list[dict[st
         ok = np.isfinite(net) & np.isfinite(ref)
         below = bool(np.all(net[ok] < ref[ok])) and bool(ok.any())
         met &= below
-        pairs = ", ".join(
-            f"{100 * a:.1f}/{100 * b:.1f}" for a, b in zip(net[ok], ref[ok], strict=True)
+        rows = boot.get(p, [])
+        pairs = []
+        for i in np.flatnonzero(ok):
+            d = rows[i]["vs_reference"].get(best) if i < len(rows) else None
+            text = f"{100 * net[i]:.2f}/{100 * ref[i]:.2f}"
+            if d is not None:
+                text += f" ({100 * d['diff']:+.2f} ± {100 * d['err']:.2f})"
+                per_bin.append(
+                    {
+                        "particle": p,
+                        "e_low": rows[i]["e_low"],
+                        "e_high": rows[i]["e_high"],
+                        "n": rows[i]["n"],
+                        "network": float(net[i]),
+                        "calibrated_sum": float(ref[i]),
+                        "diff": d["diff"],
+                        "diff_err": d["err"],
+                        "p_below": d["p_below"],
+                    }
+                )
+            pairs.append(text)
+        details.append(
+            f"{p}: {', '.join(pairs)} % ({'below' if below else 'NOT below'} in every bin)"
         )
-        details.append(f"{p}: {pairs} % ({'below' if below else 'NOT below'} in every bin)")
+    undecided = [b for b in per_bin if abs(b["diff"]) < 2 * b["diff_err"]]
     bars.append(
         {
             "bar": "energy resolution (sigma_eff/median per energy bin) of the best network below "
             "the calibrated sum's at every energy, for electrons and pions",
             "network": best,
             "met": met,
-            "detail": f"{best} vs calibrated sum per bin: " + "; ".join(details),
+            "detail": f"{best} vs calibrated sum per bin (network − sum ± paired bootstrap "
+            f"error): "
+            + "; ".join(details)
+            + (f"; {len(undecided)} bin(s) within 2 standard errors" if per_bin else ""),
+            "bins": per_bin,
         }
     )
 

@@ -3,6 +3,7 @@ network and baseline side by side, the pileup study, 3D saliency, memory and tim
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,11 @@ def _per_bin(metrics: dict[str, Any], kind: str) -> Figure:
                         label=n,
                     )
                 else:
+                    err = b.get("resolution_eff_boot_err", b["resolution_eff_err"])
                     ax.errorbar(
                         e,
                         100 * b["resolution_eff"],
-                        yerr=100 * b["resolution_eff_err"],
+                        yerr=100 * err,
                         fmt=style[n]["marker"],
                         color=style[n]["color"],
                         label=n,
@@ -288,8 +290,33 @@ def _bin_table(metrics: dict[str, Any]) -> pd.DataFrame:
         for n, m in r["energy"].items():
             row: dict[str, Any] = {"particle": p, "estimator": n}
             for b in m["bins"]:
-                row[f"{b['e_low']:.0f}–{b['e_high']:.0f} GeV"] = 100 * b["resolution_eff"]
+                value = f"{100 * b['resolution_eff']:.2f}"
+                err = b.get("resolution_eff_boot_err", math.nan)
+                if math.isfinite(err):
+                    value += f" ± {100 * err:.2f}"
+                row[f"{b['e_low']:.0f}–{b['e_high']:.0f} GeV (n)"] = f"{value} ({b['n']})"
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _versus_sum_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Per bin, best network minus calibrated sum with its paired bootstrap error [%]."""
+    rows = []
+    for bar in metrics["bars"]:
+        for b in bar.get("bins", []):
+            rows.append(
+                {
+                    "particle": b["particle"],
+                    "bin [GeV]": f"{b['e_low']:.0f}–{b['e_high']:.0f}",
+                    "n": b["n"],
+                    "network [%]": 100 * b["network"],
+                    "calibrated sum [%]": 100 * b["calibrated_sum"],
+                    "difference [%]": 100 * b["diff"],
+                    "bootstrap error [%]": 100 * b["diff_err"],
+                    "difference / error": b["diff"] / b["diff_err"] if b["diff_err"] > 0 else 0,
+                    "resamples below": b["p_below"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -338,8 +365,14 @@ def write_report(
     report.add_text(
         f"Single {', '.join(d['particles'])} ({d['energy']} GeV, {d['eta_min']} < η < "
         f"{d['eta_max']}, pileup {d['pileup']:g}), {d['events']} events split "
-        f"{d['split']} by event index; test events per particle: {metrics['n_test']}. "
-        f"Windows of {d['grid_window']} × {d['grid_window']} pixels of {d['grid_pitch']} cm "
+        f"{d['split']} by event index; test events per particle: {metrics['n_test']}"
+        + (
+            f" from an independent sample of {t['events']} events (seed {t['seed']}, "
+            f"{t['dir']}; the baselines are fitted on the training split). "
+            if (t := metrics.get("test_sample"))
+            else " (the test split). "
+        )
+        + f"Windows of {d['grid_window']} × {d['grid_window']} pixels of {d['grid_pitch']} cm "
         "(projective) around the shower axis; the DRN sees the hits of the same window. "
         "Energies are the ratio to the calibrated raw sum within "
         f"{d['raw_radius']} cm of the axis times that sum. Baselines: calibrated sum "
@@ -365,9 +398,18 @@ def write_report(
     )
     report.add_table(
         _bin_table(metrics),
-        "Resolution σ_eff / median [%] per true-energy bin",
-        float_format="{:.2f}".format,
+        "Resolution σ_eff / median [%] per true-energy bin, ± bootstrap standard error "
+        f"({metrics.get('n_bootstrap', 0)} resamples; events per bin in brackets)",
     )
+    versus = _versus_sum_table(metrics)
+    if len(versus):
+        report.add_table(
+            versus,
+            f"Best network ({metrics['bars'][0]['network']}) against the calibrated sum per "
+            "bin: the difference of resolutions on the same events, its standard error and the "
+            "fraction of bootstrap resamples where the network is better (paired resampling)",
+            float_format="{:.3g}".format,
+        )
     report.add_figure(_histograms(metrics, estimates, truth), "Relative-error histograms")
     report.add_figure(_per_bin(metrics, "profile"), "Profile: mean relative error per energy bin")
     report.add_figure(
@@ -408,7 +450,8 @@ def write_report(
         "Same test events, one thread, inference. Conversion: hits → dense log-energy windows "
         "(grid) or window point cloud (points); its peak memory is tracemalloc's (numpy). Model: "
         "one forward pass of the batch; peak memory is torch.profiler's allocator high-water "
-        "mark (as benchmarks/bench_hgcal_regression_models.py). CPU time of this process."
+        "mark (as benchmarks/bench_hgcal_regression_models.py). CPU time of this process "
+        "(conversion: the median of five timings)."
     )
     report.add_table(pd.DataFrame(metrics["resources"]), float_format="{:.3g}".format)
     return report.write(path)
