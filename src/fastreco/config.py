@@ -21,6 +21,8 @@ import yaml
 from fastreco.errors import InputError
 
 TaskKind = Literal["classification", "regression"]
+#: Reference energies of a regression (names of the window representation's auxiliary sums).
+REFERENCE_ENERGIES = ("window_sum", "e5x5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,19 @@ class TaskConfig:
     representation: RepresentationConfig = dataclasses.field(default_factory=RepresentationConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    # regression: the energy the network's output multiplies (it predicts E_true / reference),
+    # one of REFERENCE_ENERGIES: "window_sum" (every crystal of the window) or "e5x5" (the 5 x 5
+    # crystals around the window's centre, as the field's raw-energy references: ~1/3 of the
+    # window's read-out crystals, so ~0.6 x its electronic noise)
+    reference: str = "window_sum"
+
+    def __post_init__(self) -> None:
+        if self.reference not in REFERENCE_ENERGIES:
+            raise InputError(
+                f"unknown reference energy; choose from {list(REFERENCE_ENERGIES)}",
+                field="reference",
+                value=self.reference,
+            )
 
     @property
     def data_dir(self) -> Path:

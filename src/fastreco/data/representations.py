@@ -2,7 +2,7 @@
 
 A representation is a function ``(batch, geometry, config) -> (inputs, aux)``; ``inputs`` is a
 float32 array whose first axis is the event, ``aux`` a dict of per-event arrays the task needs
-besides (e.g. ``window_sum`` for energy regression). Each declares its preprocessing (the fixed
+besides (e.g. ``window_sum`` and ``e5x5``, the reference energies of a regression). Each declares its preprocessing (the fixed
 scales applied), which the exporters write beside the model so it runs without fastreco.
 """
 
@@ -52,7 +52,12 @@ def _window(
         )
         channels.append(image / CHANNEL_SCALES[name])
     x = np.stack(channels, axis=1).astype(np.float32)  # (n, C, size, size)
-    return x, {"window_sum": energy.sum(axis=(1, 2)), "centre_cell": centre}
+    c, r = config.size // 2, min(2, config.size // 2)
+    return x, {
+        "window_sum": energy.sum(axis=(1, 2)),
+        "e5x5": energy[:, c - r : c + r + 1, c - r : c + r + 1].sum(axis=(1, 2)),
+        "centre_cell": centre,
+    }
 
 
 REPRESENTATIONS.add(
@@ -81,7 +86,9 @@ def _features(
     df = reconstruct_batch(batch, geometry)
     x = df[list(SHOWER_SHAPE_FEATURES)].to_numpy(np.float32)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    return x, {"window_sum": df["e5x5"].to_numpy(), "centre_cell": df["seed_cell"].to_numpy()}
+    e5x5 = df["e5x5"].to_numpy()
+    # no window here: the reference of either name is the classical E5x5
+    return x, {"window_sum": e5x5, "e5x5": e5x5, "centre_cell": df["seed_cell"].to_numpy()}
 
 
 def _feature_names() -> list[str]:

@@ -8,8 +8,8 @@ Raw model outputs (shape ``(n, n_out)``, float32) are turned into named per-even
   ``p_<class0> = sigmoid(-l)`` (class 0, e.g. the photon, is the signal); ``predicted`` is the
   index of the most probable class;
 * more classes: ``p_<class>`` = softmax of the logits, ``predicted`` = argmax;
-* regression: ``correction`` = the predicted ``E_true / E_window`` and ``e_pred`` =
-  ``correction * window_sum`` [GeV].
+* regression: ``correction`` = the predicted ``E_true / E_reference`` and ``e_pred`` =
+  ``correction * reference`` [GeV] (``task.reference``: the window sum or E5x5).
 """
 
 from __future__ import annotations
@@ -209,23 +209,24 @@ def make_predictor(
 
 
 def postprocess(
-    task: TaskConfig, raw: npt.ArrayLike, window_sum: npt.ArrayLike | None = None
+    task: TaskConfig, raw: npt.ArrayLike, reference: npt.ArrayLike | None = None
 ) -> dict[str, np.ndarray]:
     """Named per-event prediction columns from raw outputs (see the module docstring).
 
     Args:
         raw: shape (n, n_out), the model's outputs.
-        window_sum: shape (n,), the window's summed energy [GeV] (regression only).
+        reference: shape (n,), the task's reference energy (``task.reference``: the window's
+            summed energy or its E5x5) [GeV] (regression only).
     """
     out = np.asarray(raw, dtype=np.float64)
     out = out.reshape(len(out), -1)
     if task.kind == "regression":
-        if window_sum is None:
-            raise ValueError("regression needs the window sum to give an energy")
+        if reference is None:
+            raise ValueError(f"regression needs its reference energy ({task.reference})")
         corr = out[:, 0]
         return {
             "correction": corr.astype(np.float32),
-            "e_pred": (corr * np.asarray(window_sum, dtype=np.float64)).astype(np.float32),
+            "e_pred": (corr * np.asarray(reference, dtype=np.float64)).astype(np.float32),
         }
     if out.shape[1] == 1:
         p1 = expit(out[:, 0])
@@ -272,7 +273,7 @@ def predict_store(
                 f"the store gives inputs of shape {tuple(x.shape[1:])}, the model takes {expected}",
                 source=store_path,
             )
-        cols = postprocess(task, predictor(x), aux.get("window_sum"))
+        cols = postprocess(task, predictor(x), aux.get(task.reference))
         df = reconstruct_batch(batch, store.detector)
         df.insert(0, "event", np.arange(first, first + batch.n_events, dtype=np.int64))
         if task.kind == "regression":

@@ -290,18 +290,24 @@ def check_onnx(
 def output_description(task: TaskConfig, preprocessing: dict[str, Any]) -> dict[str, Any]:
     """What the model's output means and how to turn it into probabilities or an energy."""
     if task.kind == "regression":
+        scale = preprocessing.get("scales", {}).get("energy", 1.0)
         if preprocessing.get("kind") == "features":
-            window = "e5x5 of the classical reconstruction [GeV]"
+            reference = "e5x5 of the classical reconstruction [GeV]"
+        elif task.reference == "e5x5":
+            reference = (
+                "the summed crystal energy of the 5 x 5 crystals at the window's centre [GeV] "
+                f"(the sum of the input's energy channel there times its scale {scale})"
+            )
         else:
-            scale = preprocessing.get("scales", {}).get("energy", 1.0)
-            window = (
+            reference = (
                 "the summed crystal energy of the window [GeV] (the sum of the input's energy "
                 f"channel times its scale {scale})"
             )
         return {
-            "meaning": "E_true / E_window, the energy correction of the window sum",
+            "meaning": f"E_true / E_reference, the energy correction of the {task.reference}",
             "postprocess": "none",
-            "energy": f"E_pred [GeV] = output[:, 0] * window_sum, window_sum = {window}",
+            "energy": f"E_pred [GeV] = output[:, 0] * {task.reference}, "
+            f"{task.reference} = {reference}",
         }
     classes = list(task.classes)
     if len(classes) == 2:

@@ -10,7 +10,8 @@ Every model is evaluated on the TEST split of its task's event store (the split 
   efficiency, the seed talk's "signal efficiency @ 50/75/90/99 % background rejected", all of it
   per true-energy and per |eta| bin;
 * **classification, more classes**: confusion matrix, accuracy, one-vs-rest AUC per class;
-* **regression** (the model predicts ``E_true / E_window``, so ``E_pred = output * window_sum``):
+* **regression** (the model predicts ``E_true / E_reference``, so ``E_pred = output *
+  reference``, the reference being the window sum or E5x5, ``task.reference``):
   response and resolution per energy bin and per class (Gaussian core and sigma_eff), the
   ``a/sqrt(E) (+) b/E (+) c`` fit, the relative-error histogram and profile, against the
   classical estimate (E5x5 with a response correction fitted on the train split) and an ORACLE,
@@ -149,7 +150,7 @@ def predict_test(
                 "window_sum": b["window_sum"],
             }
         )
-        for name, values in postprocess(task, predictor(b["x"]), b["window_sum"]).items():
+        for name, values in postprocess(task, predictor(b["x"]), b["reference"]).items():
             df[name] = values
         frames.append(df)
     if not frames:

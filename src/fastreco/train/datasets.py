@@ -33,12 +33,13 @@ def class_pdgs(task: TaskConfig) -> list[tuple[int, ...]]:
 
 
 def targets_for(
-    task: TaskConfig, primaries: dict[str, np.ndarray], window_sum: np.ndarray
+    task: TaskConfig, primaries: dict[str, np.ndarray], reference: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets, keep) for the gun particles of a batch.
 
     Classification: the class index of each event (events of other particles are dropped).
-    Regression: E_true / E_window, the correction the network predicts for the window sum.
+    Regression: E_true / E_reference, the correction the network predicts for the task's
+    reference energy (``task.reference``: the window sum or E5x5) [GeV].
     """
     pdg = primaries["pdg"]
     label = np.full(len(pdg), -1, dtype=np.int64)
@@ -47,8 +48,8 @@ def targets_for(
     keep = label >= 0
     if task.kind == "classification":
         return label, keep
-    keep &= window_sum > 0.1  # a window with no energy cannot be calibrated
-    ratio = primaries["energy"] / np.maximum(window_sum, 1e-6)
+    keep &= reference > 0.1  # a window with no energy cannot be calibrated
+    ratio = primaries["energy"] / np.maximum(reference, 1e-6)
     return ratio.astype(np.float32), keep
 
 
@@ -100,7 +101,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def load(self, index: int) -> dict[str, np.ndarray]:
-        """The chunk as numpy arrays: x, y, event (global index), energy, eta, window_sum."""
+        """The chunk as numpy arrays: x, y, event (global index), energy, eta, pdg, window_sum
+        and reference (the task's reference energy, of regression targets) [GeV]."""
         shard_index, start, stop, first = self.chunks[index]
         if shard_index not in self._shards:
             self._shards[shard_index] = Shard(self.paths[shard_index])
@@ -108,7 +110,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         events = first + np.arange(start, stop)
         x, aux = build_inputs(batch, self.geometry, self.task.representation)
         prim = batch.primaries()
-        y, keep = targets_for(self.task, prim, aux["window_sum"])
+        y, keep = targets_for(self.task, prim, aux[self.task.reference])
         keep &= split_mask(events, self.split, self.task.data.split)
         out = {
             "x": x[keep],
@@ -118,6 +120,7 @@ class ChunkDataset(torch.utils.data.Dataset):
             "eta": prim["eta"][keep].astype(np.float32),
             "pdg": prim["pdg"][keep],
             "window_sum": aux["window_sum"][keep].astype(np.float32),
+            "reference": aux[self.task.reference][keep].astype(np.float32),
         }
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
