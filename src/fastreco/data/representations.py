@@ -52,10 +52,13 @@ def _window(
         )
         channels.append(image / CHANNEL_SCALES[name])
     x = np.stack(channels, axis=1).astype(np.float32)  # (n, C, size, size)
+    from fastreco.reco.clustering import CLUSTER_THRESHOLD
+
     c, r = config.size // 2, min(2, config.size // 2)
     return x, {
         "window_sum": energy.sum(axis=(1, 2)),
         "e5x5": energy[:, c - r : c + r + 1, c - r : c + r + 1].sum(axis=(1, 2)),
+        "thresholded_sum": np.where(energy > CLUSTER_THRESHOLD, energy, 0.0).sum(axis=(1, 2)),
         "centre_cell": centre,
     }
 
@@ -87,8 +90,9 @@ def _features(
     x = df[list(SHOWER_SHAPE_FEATURES)].to_numpy(np.float32)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     e5x5 = df["e5x5"].to_numpy()
-    # no window here: the reference of either name is the classical E5x5
-    return x, {"window_sum": e5x5, "e5x5": e5x5, "centre_cell": df["seed_cell"].to_numpy()}
+    # no window here: the reference of every name is the classical E5x5
+    refs = dict.fromkeys(("window_sum", "e5x5", "thresholded_sum"), e5x5)
+    return x, {**refs, "centre_cell": df["seed_cell"].to_numpy()}
 
 
 def _feature_names() -> list[str]:

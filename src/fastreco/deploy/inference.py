@@ -9,7 +9,8 @@ Raw model outputs (shape ``(n, n_out)``, float32) are turned into named per-even
   index of the most probable class;
 * more classes: ``p_<class>`` = softmax of the logits, ``predicted`` = argmax;
 * regression: ``correction`` = the predicted ``E_true / E_reference`` and ``e_pred`` =
-  ``correction * reference`` [GeV] (``task.reference``: the window sum or E5x5).
+  ``correction * reference`` [GeV] (``task.reference``: the window sum, E5x5 or the sum of the
+  window's crystals above the clustering threshold).
 """
 
 from __future__ import annotations
@@ -215,8 +216,8 @@ def postprocess(
 
     Args:
         raw: shape (n, n_out), the model's outputs.
-        reference: shape (n,), the task's reference energy (``task.reference``: the window's
-            summed energy or its E5x5) [GeV] (regression only).
+        reference: shape (n,), the task's reference energy (``task.reference``) [GeV]
+            (regression only).
     """
     out = np.asarray(raw, dtype=np.float64)
     out = out.reshape(len(out), -1)

@@ -293,6 +293,13 @@ def output_description(task: TaskConfig, preprocessing: dict[str, Any]) -> dict[
         scale = preprocessing.get("scales", {}).get("energy", 1.0)
         if preprocessing.get("kind") == "features":
             reference = "e5x5 of the classical reconstruction [GeV]"
+        elif task.reference == "thresholded_sum":
+            from fastreco.reco.clustering import CLUSTER_THRESHOLD
+
+            reference = (
+                f"the summed energy of the window's crystals above {CLUSTER_THRESHOLD} GeV "
+                f"(the input's energy channel times its scale {scale})"
+            )
         elif task.reference == "e5x5":
             reference = (
                 "the summed crystal energy of the 5 x 5 crystals at the window's centre [GeV] "
