@@ -125,3 +125,11 @@ def test_resolution_summary_and_plot() -> None:
     assert isinstance(summary.error_figure, Figure)
     assert summary.reference is not None  # the readout terms of a 5x5 sum
     assert summary.to_dict()["fit"]["a"] == pytest.approx(summary.fit.a)
+
+
+def test_row_wise_effective_sigma_equals_the_single_sample_one():
+    from fastreco.evaluate.resolution import effective_sigma, effective_sigma_rows
+
+    rows = np.random.default_rng(4).standard_normal((5, 301)) * np.arange(1, 6)[:, None]
+    want = [effective_sigma(r) for r in rows]
+    np.testing.assert_allclose(effective_sigma_rows(rows), want, rtol=1e-12)

@@ -45,9 +45,9 @@ from fastreco.data.hexgrid import absolute_from_axis, hexgrid_for
 from fastreco.data.store import EventBatch, EventStore
 from fastreco.errors import InputError
 from fastreco.evaluate.resolution import (
-    ONE_SIGMA_FRACTION,
     binned_response,
     effective_sigma,
+    effective_sigma_rows,
     energy_bins_from_data,
     fit_resolution_table,
 )
@@ -328,14 +328,8 @@ def bootstrap_resolutions(
 
 
 def _resolution_eff(response: np.ndarray) -> np.ndarray:
-    """``sigma_eff / median`` of each row of ``response`` ``(m, n)``, shape ``(m,)``; the same
-    definition as :func:`~fastreco.evaluate.resolution.effective_sigma` (smallest interval
-    holding ``ceil(0.683 n)`` values)."""
-    v = np.sort(response, axis=1)
-    n = v.shape[1]
-    k = max(math.ceil(ONE_SIGMA_FRACTION * n), 2)
-    s_eff = 0.5 * np.min(v[:, k - 1 :] - v[:, : n - k + 1], axis=1)
-    return s_eff / np.median(v, axis=1)
+    """``sigma_eff / median`` of each row of ``response`` ``(m, n)``, shape ``(m,)``."""
+    return effective_sigma_rows(response) / np.median(response, axis=1)
 
 
 def position_metrics(

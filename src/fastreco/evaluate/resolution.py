@@ -59,10 +59,24 @@ def effective_interval(
     n = len(v)
     if n < 2:
         raise ValueError(f"need at least two finite values, got {n}")
-    k = max(math.ceil(fraction * n), 2)  # points inside the interval
+    k = _points_inside(n, fraction)
     widths = v[k - 1 :] - v[: n - k + 1]
     i = int(np.argmin(widths))
     return float(v[i]), float(v[i + k - 1])
+
+
+def _points_inside(n: int, fraction: float) -> int:
+    """Values the effective interval of ``n`` values holds (at least two)."""
+    return max(math.ceil(fraction * n), 2)
+
+
+def effective_sigma_rows(values: np.ndarray, fraction: float = ONE_SIGMA_FRACTION) -> np.ndarray:
+    """:func:`effective_sigma` of each row of an (m, n) array of finite values, shape (m,)
+    (e.g. bootstrap resamples of one sample), without a Python loop over the rows."""
+    v = np.sort(values, axis=1)
+    n = v.shape[1]
+    k = _points_inside(n, fraction)
+    return 0.5 * np.min(v[:, k - 1 :] - v[:, : n - k + 1], axis=1)
 
 
 def effective_sigma(x: npt.ArrayLike, fraction: float = ONE_SIGMA_FRACTION) -> float:

@@ -326,6 +326,14 @@ def _cached(x: SparseImage, key: Any, make: Any) -> Any:
     return x.cache[key]
 
 
+def _down_rulebook(x: SparseImage, stride: Stride) -> DownRulebook:
+    """The cached :class:`DownRulebook` of ``x``'s sites (shared by the down-sampling and the
+    transposed convolution back onto them)."""
+    return _cached(
+        x, ("down", stride), lambda: downsample_rulebook(x.coords, x.spatial_shape, stride)
+    )
+
+
 def padded_index(index: torch.Tensor, n: int) -> torch.Tensor:
     """An (M, K) rulebook index flattened, -1 replaced by ``n`` (the zero row of
     :func:`gather_rows`): (M · K,)."""
@@ -423,11 +431,7 @@ class SparseDownConv2d(_SparseConvBase):
 
     def forward(self, x: SparseImage) -> SparseImage:
         self._check(x)
-        book = _cached(
-            x,
-            ("down", self.stride),
-            lambda: downsample_rulebook(x.coords, x.spatial_shape, self.stride),
-        )
+        book = _down_rulebook(x, self.stride)
         flat = _cached(
             x, ("down_flat", self.stride), lambda: padded_index(book.children, x.n_points)
         )
@@ -459,11 +463,7 @@ class SparseUpConv2d(_SparseConvBase):
 
     def forward(self, x: SparseImage, target: SparseImage) -> SparseImage:
         self._check(x)
-        book = _cached(
-            target,
-            ("down", self.stride),
-            lambda: downsample_rulebook(target.coords, target.spatial_shape, self.stride),
-        )
+        book = _down_rulebook(target, self.stride)
         if book.coords.shape[0] != x.n_points:
             raise InputError(
                 "the coarse sites are not the down-sampling of the target's sites",
