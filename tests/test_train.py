@@ -312,14 +312,14 @@ def test_frozen_batchnorm_keeps_running_statistics_in_training(freeze: bool) -> 
 
 
 def test_regression_reference_energy(data_dir):
-    """``reference`` e5x5 / thresholded_sum make the targets E_true / E5x5 of the window's
-    centre / E_true / the window's crystals above 2 sigma of the noise; an unknown reference is
-    named with the choices."""
+    """``reference`` e5x5 / thresholded_sum / supercluster_sum make the targets E_true / E5x5 of
+    the window's centre / E_true / the window's crystals above 2 sigma of the noise / E_true /
+    the window plus its phi road; an unknown reference is named with the choices."""
     from fastreco.train.datasets import ChunkDataset
 
     regression = {"kind": "regression", "target": "energy", "classes": ["gamma"]}
     batches = {}
-    for reference in ("window_sum", "e5x5", "thresholded_sum"):
+    for reference in ("window_sum", "e5x5", "thresholded_sum", "supercluster_sum"):
         task = TaskConfig.from_dict({**tiny_task(data_dir).to_dict(), **regression,
                                      "reference": reference})  # fmt: skip
         batches[reference] = ChunkDataset(data_dir, task, "train").load(0)
@@ -337,5 +337,9 @@ def test_regression_reference_energy(data_dir):
     assert 1.0 < float(np.median(b["y"])) < 1.1
     above = np.where(energy > 0.08, energy, 0.0).sum(axis=(1, 2))  # 2 sigma of the 40 MeV noise
     np.testing.assert_allclose(batches["thresholded_sum"]["reference"], above, rtol=1e-4)
+    # the supercluster adds the phi road beside the window: never less than the window sum
+    sc, ws = batches["supercluster_sum"]["reference"], batches["window_sum"]["reference"]
+    assert np.all(sc >= ws - 1e-4)
+    np.testing.assert_allclose(batches["supercluster_sum"]["y"], b["energy"] / sc, rtol=1e-5)
     with pytest.raises(InputError, match=r"field 'reference'.*window_sum"):
         TaskConfig.from_dict({**tiny_task(data_dir).to_dict(), "reference": "e3x3"})

@@ -10,6 +10,7 @@ from fastreco.data.store import EventStore, write_shard
 from fastreco.data.windows import (
     crystal_windows,
     iter_windows,
+    road_sums,
     segment_argmax,
     window_offsets,
     windows_at,
@@ -182,6 +183,28 @@ def test_windows_at_checks_its_centre_shape():
     batch = make_batch([[(cell(30, 30), 4.0)]])
     with pytest.raises(ValueError, match="centre"):
         windows_at(batch, GEO, [1, 2], 5)
+
+
+def test_road_sums_take_the_window_rows_beyond_the_window_within_the_road():
+    """A 5 x 5 window at (60, 358) with a road of +/- 6 crystals: hits in its ieta rows count
+    beyond +/- 2 crystals in iphi (across the phi wrap) up to +/- 6, above the threshold only;
+    hits inside the window, in other rows or beyond the road do not."""
+    seed = cell(60, 358)
+    hits = [
+        (seed, 5.0),
+        (cell(60, 357), 1.0),  # inside the window
+        (cell(61, 361), 0.5),  # dphi +3 across the wrap: counts
+        (cell(58, 352), 0.25),  # dphi -6, lowest row of the window: counts
+        (cell(62, 351), 2.0),  # dphi -7: beyond the road
+        (cell(63, 2), 3.0),  # three rows up: not the window's rows
+        (cell(60, 4), 0.05),  # dphi +6 but below the threshold
+    ]
+    batch = make_batch([hits, [], [(cell(20, 20), 1.0)]])
+    _, centre = crystal_windows(batch, GEO, 5)
+    got = road_sums(batch, GEO, centre, size=5, half_phi=6, threshold=0.1)
+    np.testing.assert_allclose(got, [0.75, 0.0, 0.0])
+    with pytest.raises(InputError, match="half_phi"):
+        road_sums(batch, GEO, centre, size=25, half_phi=5, threshold=0.1)
 
 
 def test_iter_windows_reads_a_store(tmp_path):

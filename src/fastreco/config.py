@@ -22,7 +22,7 @@ from fastreco.errors import InputError
 
 TaskKind = Literal["classification", "regression"]
 #: Reference energies of a regression (names of the window representation's auxiliary sums).
-REFERENCE_ENERGIES = ("window_sum", "e5x5", "thresholded_sum")
+REFERENCE_ENERGIES = ("window_sum", "e5x5", "thresholded_sum", "supercluster_sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +87,10 @@ class TaskConfig:
     # regression: the energy the network's output multiplies (it predicts E_true / reference),
     # one of REFERENCE_ENERGIES: "window_sum" (every crystal of the window), "e5x5" (the 5 x 5
     # crystals around the window's centre: ~1/3 of the window's read-out crystals, so ~0.6 x its
-    # electronic noise) or "thresholded_sum" (the window's crystals above the classical
-    # clustering threshold, 2 sigma of the noise, as the field's raw cluster energies)
+    # electronic noise), "thresholded_sum" (the window's crystals above the classical
+    # clustering threshold, 2 sigma of the noise, as the field's raw cluster energies) or
+    # "supercluster_sum" (the window sum plus the crystals of its ieta rows in the phi road beyond
+    # it, constants.ECAL_ROAD_*: the legs of converted photons the field bends out of the window)
     reference: str = "window_sum"
 
     def __post_init__(self) -> None:

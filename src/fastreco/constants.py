@@ -20,6 +20,9 @@ Sources
           calorimeter", JINST 5 (2010) T03011.
 [CMS-TRK] CMS Collaboration, "Description and performance of track and primary-vertex
           reconstruction with the CMS tracker", JINST 9 (2014) P10009, fig. 2 (material budget).
+[CMS-PHO] CMS Collaboration, "Performance of photon reconstruction and identification with the CMS
+          detector in proton-proton collisions at sqrt(s) = 8 TeV", JINST 10 (2015) P08010,
+          sec. 3 (superclusters: the phi road of converted photons and bremsstrahlung).
 [WIGMANS] R. Wigmans, "Calorimetry: Energy Measurement in Particle Physics", 2nd ed. (2017),
           sec. 2.3 (electromagnetic fraction of hadron showers).
 """
@@ -71,6 +74,14 @@ ECAL_SR_HALF_WIDTH = 2
 # Hit-time resolution sigma_t = N / (A / sigma_noise) (+) C  [CMS-TIME, test-beam values].
 ECAL_TIME_NOISE_TERM = 33.0  # ns
 ECAL_TIME_CONSTANT_TERM = 0.07  # ns
+# Supercluster phi road [CMS-PHO sec. 3]: the 3.8 T field spreads the legs of a converted photon
+# (and bremsstrahlung) in phi, so CMS superclusters extend along phi beyond the shower's core. A
+# leg of transverse momentum pT reaches the barrel front (r = 129 cm) at
+# dphi = asin(0.3 B r / (2 pT)); +/- 35 crystals (0.61 rad) reach legs down to pT ~ 1.3 GeV.
+ECAL_ROAD_HALF_WIDTH_PHI = 35  # crystals on each side of the seed
+# Crystals of the road count above 4 sigma of the noise: above the 3 sigma zero suppression, so
+# the few noise-only crystals that pass it (0.13 % of the road's ~1,700 crystals) mostly drop out.
+ECAL_ROAD_THRESHOLD = 4.0 * ECAL_NOISE_PER_CRYSTAL  # GeV
 
 # --- material in front of the ECAL [CMS-TRK] -------------------------------------------------------
 # x/X0(eta) = TRACKER_X0_CENTRAL * cosh(eta) + TRACKER_X0_ETA2 * eta^2: ~0.4 X0 at eta=0 rising to

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from fastreco.config import RepresentationConfig
+from fastreco import constants as C
+from fastreco.config import REFERENCE_ENERGIES, RepresentationConfig
 from fastreco.data.store import EventBatch
-from fastreco.data.windows import crystal_windows, windows_at
+from fastreco.data.windows import crystal_windows, road_sums, windows_at
 from fastreco.errors import InputError
 from fastreco.registry import Registry
 
@@ -55,10 +56,15 @@ def _window(
     from fastreco.reco.clustering import CLUSTER_THRESHOLD
 
     c, r = config.size // 2, min(2, config.size // 2)
+    window_sum = energy.sum(axis=(1, 2))
+    road = road_sums(
+        batch, geometry, centre, config.size, C.ECAL_ROAD_HALF_WIDTH_PHI, C.ECAL_ROAD_THRESHOLD
+    )
     return x, {
-        "window_sum": energy.sum(axis=(1, 2)),
+        "window_sum": window_sum,
         "e5x5": energy[:, c - r : c + r + 1, c - r : c + r + 1].sum(axis=(1, 2)),
         "thresholded_sum": np.where(energy > CLUSTER_THRESHOLD, energy, 0.0).sum(axis=(1, 2)),
+        "supercluster_sum": window_sum + road.astype(np.float32),
         "centre_cell": centre,
     }
 
@@ -91,7 +97,7 @@ def _features(
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     e5x5 = df["e5x5"].to_numpy()
     # no window here: the reference of every name is the classical E5x5
-    refs = dict.fromkeys(("window_sum", "e5x5", "thresholded_sum"), e5x5)
+    refs = dict.fromkeys(REFERENCE_ENERGIES, e5x5)
     return x, {**refs, "centre_cell": df["seed_cell"].to_numpy()}
 
 

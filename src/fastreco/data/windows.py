@@ -44,6 +44,7 @@ Center = Literal["seed", "truth"]
 __all__ = [
     "crystal_windows",
     "iter_windows",
+    "road_sums",
     "segment_argmax",
     "window_offsets",
     "windows_at",
@@ -121,22 +122,24 @@ def _scatter(
         c = centre[e]
         if c < 0:
             continue
-        c_eta = c // n_phi
-        c_phi = c - c_eta * n_phi
         for h in range(offsets[e], offsets[e + 1]):
-            k = cell[h]
-            k_eta = k // n_phi
-            i = k_eta - c_eta + half
-            if i < 0 or i >= size:
-                continue
-            dphi = k - k_eta * n_phi - c_phi  # in (-n_phi, n_phi)
-            if dphi >= n_phi - n_phi // 2:  # wrap into [-n_phi/2, n_phi/2)
-                dphi -= n_phi
-            elif dphi < -(n_phi // 2):
-                dphi += n_phi
-            j = dphi + half
-            if 0 <= j < size:
+            deta, dphi = _cell_offset(cell[h], c, n_phi)
+            i, j = deta + half, dphi + half
+            if 0 <= i < size and 0 <= j < size:
                 out[e, i, j] += values[h]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell_offset(k: int, c: int, n_phi: int) -> tuple[int, int]:
+    """(ieta, iphi) offsets of flat cell ``k`` from flat cell ``c``, iphi wrapped into
+    [-n_phi/2, n_phi/2)."""
+    k_eta, c_eta = k // n_phi, c // n_phi
+    dphi = (k - k_eta * n_phi) - (c - c_eta * n_phi)  # in (-n_phi, n_phi)
+    if dphi >= n_phi - n_phi // 2:
+        dphi -= n_phi
+    elif dphi < -(n_phi // 2):
+        dphi += n_phi
+    return k_eta - c_eta, dphi
 
 
 def windows_at(
@@ -156,19 +159,91 @@ def windows_at(
     """
     if size < 1:
         raise InputError("must be >= 1", field="size", value=size)
+    out = np.zeros((batch.n_events, size, size), dtype=np.float32)
+    _scatter(*_kernel_inputs(batch, centre, field), geometry.n_phi, size, out)
+    return out
+
+
+def _kernel_inputs(
+    batch: EventBatch, centre: npt.ArrayLike, field: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checked, contiguous ``offsets, cell, values, centre`` arrays of the numba kernels."""
     if field not in batch.hits:
         raise InputError(f"not a hit field ({sorted(batch.hits)})", field="field", value=field)
     centre = np.ascontiguousarray(centre, dtype=np.int64)
     if centre.shape != (batch.n_events,):
         raise ValueError(f"centre has shape {centre.shape}, expected ({batch.n_events},)")
-    out = np.zeros((batch.n_events, size, size), dtype=np.float32)
-    _scatter(
+    return (
         np.ascontiguousarray(batch.offsets, dtype=np.int64),
         np.ascontiguousarray(batch.hits["cell"], dtype=np.int32),
         np.ascontiguousarray(batch.hits[field], dtype=np.float32),
         centre,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _road_sum(
+    offsets: np.ndarray,
+    cell: np.ndarray,
+    values: np.ndarray,
+    centre: np.ndarray,
+    n_phi: int,
+    size: int,
+    half_phi: int,
+    threshold: float,
+    out: np.ndarray,
+) -> None:
+    """Per event, the sum of its hits above ``threshold`` in the window's ieta rows whose iphi
+    lies outside the window's columns but within ``half_phi`` of the centre."""
+    half = size // 2
+    for e in range(len(offsets) - 1):
+        c = centre[e]
+        if c < 0:
+            continue
+        total = 0.0
+        for h in range(offsets[e], offsets[e + 1]):
+            if values[h] <= threshold:
+                continue
+            deta, dphi = _cell_offset(cell[h], c, n_phi)
+            in_rows = 0 <= deta + half < size
+            beside = not (-half <= dphi < size - half) and -half_phi <= dphi <= half_phi
+            if in_rows and beside:
+                total += values[h]
+        out[e] = total
+
+
+def road_sums(
+    batch: EventBatch,
+    geometry: EcalBarrel,
+    centre: npt.ArrayLike,
+    size: int,
+    half_phi: int,
+    threshold: float,
+    field: str = "energy",
+) -> npt.NDArray[np.float64]:
+    """The energy of each event's phi road beside its window (a supercluster's extension).
+
+    Sums the hits of ``field`` above ``threshold`` [GeV] in the ieta rows of the ``size x size``
+    window around ``centre`` whose iphi lies outside the window but within ``half_phi`` crystals
+    of the centre: the legs of a converted photon and bremsstrahlung, which the magnetic field
+    spreads along phi.
+
+    Returns:
+        ``(n_events,)`` float64 [GeV]; 0 for an event without hits (centre -1).
+    """
+    if half_phi < size // 2:
+        raise InputError(
+            f"the road must reach at least the window's half width ({size // 2})",
+            field="half_phi",
+            value=half_phi,
+        )
+    out = np.zeros(batch.n_events, dtype=np.float64)
+    _road_sum(
+        *_kernel_inputs(batch, centre, field),
         geometry.n_phi,
         size,
+        half_phi,
+        float(threshold),
         out,
     )
     return out

@@ -300,6 +300,15 @@ def output_description(task: TaskConfig, preprocessing: dict[str, Any]) -> dict[
                 f"the summed energy of the window's crystals above {CLUSTER_THRESHOLD} GeV "
                 f"(the input's energy channel times its scale {scale})"
             )
+        elif task.reference == "supercluster_sum":
+            from fastreco import constants as C
+
+            reference = (
+                "the summed crystal energy of the window (the input's energy channel times its "
+                f"scale {scale}) plus the crystals above {C.ECAL_ROAD_THRESHOLD:g} GeV of the "
+                f"window's ieta rows beyond it within {C.ECAL_ROAD_HALF_WIDTH_PHI} crystals in "
+                "iphi of the centre [GeV]"
+            )
         elif task.reference == "e5x5":
             reference = (
                 "the summed crystal energy of the 5 x 5 crystals at the window's centre [GeV] "
