@@ -73,5 +73,5 @@ def test_independent_test_sample_is_refused_for_other_run_kinds(tmp_path):
     result = _run("evaluate", str(tmp_path), "--test-events", "100")
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
-    assert "hgcal_regression runs only" in message
+    assert "regression runs only" in message
     assert "--test-events" in message

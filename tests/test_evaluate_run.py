@@ -113,6 +113,35 @@ def test_regression_report_against_classical_and_oracle(runs, tmp_path):
     assert "oracle" in html
 
 
+def test_regression_on_an_independent_test_sample(runs, tmp_path):
+    """test_events: every event of a fresh store of the same generator (another seed, beside
+    the training store) is a test event; it is simulated once and reused; classification runs
+    refuse it, naming the option."""
+    from fastreco.evaluate.run import TEST_SEED, evaluate_run
+
+    n = 400
+    metrics = evaluate_run(
+        runs["energy"], out_dir=tmp_path, n_displays=0, n_saliency=0, test_events=n
+    )
+    sample = Path(metrics["test_sample"]["dir"])
+    assert sample == runs["energy"].parent.parent / f"store_test-n{n}-s{TEST_SEED}"
+    assert metrics["test_sample"]["events"] == n
+    assert metrics["data_dir"] == str(sample)
+    # the regressed classes' events of the sample, all of them (no split)
+    from fastreco.data.store import EventStore
+
+    pdg = EventStore(sample).truth_table().query("parent == -1")["pdg"].to_numpy()
+    assert metrics["runs"]["CNN (cells)"]["n_test"] == int(np.isin(pdg, (22, 111)).sum())
+    assert sum(c["n_events"] for c in metrics["regression"].values()) == int(
+        np.isin(pdg, (22, 111)).sum()
+    )
+    stamp = [p.stat().st_mtime_ns for p in sorted(sample.glob("*.h5"))]
+    evaluate_run(runs["energy"], out_dir=tmp_path, n_displays=0, n_saliency=0, test_events=n)
+    assert [p.stat().st_mtime_ns for p in sorted(sample.glob("*.h5"))] == stamp
+    with pytest.raises(InputError, match="test_events"):
+        evaluate_run(runs["cnn"], out_dir=tmp_path, test_events=n)
+
+
 def test_multiclass_confusion_matrix(runs, tmp_path):
     from fastreco.evaluate.run import evaluate_run
 

@@ -437,9 +437,9 @@ def evaluate(
     test_events: Annotated[
         int,
         typer.Option(
-            help="HGCAL regression runs: evaluate on an independent sample of this many events "
-            "(same generator, another seed; simulated once beside the store) instead of the "
-            "test split (0)."
+            help="Regression runs (ECAL and HGCAL): evaluate on an independent sample of this "
+            "many events (same generator, another seed; simulated once beside the store) instead "
+            "of the test split (0)."
         ),
     ] = 0,
     deployment: Annotated[
@@ -463,11 +463,11 @@ def evaluate(
     start = time.perf_counter()
     kind = run_kind(run)
     evaluate = TASK_KINDS.resolve(kind).evaluate
-    if test_events and kind != "hgcal_regression":
+    if test_events and kind not in ("regression", "hgcal_regression"):
         from fastreco.errors import InputError
 
         raise InputError(
-            f"an independent test sample is made for hgcal_regression runs only, not {kind}",
+            f"an independent test sample is made for regression runs only, not {kind}",
             field="--test-events",
             value=test_events,
         )
@@ -495,7 +495,10 @@ def evaluate(
             },
         )
         return
-    metrics = evaluate(run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output)
+    extra = {"test_events": test_events} if test_events else {}
+    metrics = evaluate(
+        run, compare=compare or (), bdt=bdt, backend=backend, out_dir=output, **extra
+    )
     rows: dict[str, object] = {}
     for name, clf in metrics.get("classifiers", {}).items():
         r90 = clf["rejection"].get("0.9")

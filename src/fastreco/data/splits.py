@@ -1,4 +1,4 @@
-"""Deterministic train / validation / test splits by event index.
+"""Deterministic train / validation / test splits by event index, and independent test samples.
 
 Every model and baseline of a task uses the same split, so that they are compared on the same
 events: an event goes to a split according to a hash of its global index, independent of the
@@ -7,7 +7,11 @@ order in which events are read, of the number of shards and of the model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from fastreco.errors import InputError
 
 SPLITS = ("train", "val", "test")
 
@@ -35,3 +39,18 @@ def split_mask(
 ) -> np.ndarray:
     """Boolean mask of the events of ``split`` ('train', 'val' or 'test')."""
     return split_codes(event_index, fractions) == SPLITS.index(split)
+
+
+def independent_sample_dir(data_dir: Path, n_events: int, seed: int, training_seed: int) -> Path:
+    """Where an independent test sample of a store lives: ``<store>_test-n<N>-s<seed>`` beside
+    the training store ``data_dir``, checked: ``n_events`` > 0 and ``seed`` not the training
+    store's (which would repeat its events)."""
+    if not (isinstance(n_events, int) and n_events > 0):
+        raise InputError("must be a positive number of events", field="test_events", value=n_events)
+    if seed == training_seed:
+        raise InputError(
+            "the test sample needs a seed other than the training store's",
+            field="test_seed",
+            value=seed,
+        )
+    return data_dir.with_name(f"{data_dir.name}_test-n{n_events}-s{seed}")

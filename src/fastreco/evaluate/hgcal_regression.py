@@ -511,18 +511,10 @@ def independent_test_task(
     their own store beside the training store (``<store>_test-n<N>-s<seed>``). The store and
     its grid file are made by the training data's own path
     (:func:`~fastreco.train.hgcal_regression.load_store_events`) on first use, then reused."""
-    if not (isinstance(n_events, int) and n_events > 0):
-        raise InputError("must be a positive number of events", field="test_events", value=n_events)
-    if seed == task.data.seed:
-        raise InputError(
-            "the test sample needs a seed other than the training store's",
-            field="test_seed",
-            value=seed,
-        )
-    name = f"{task.data_dir.name}_test-n{n_events}-s{seed}"
-    data = dataclasses.replace(
-        task.data, events=n_events, seed=seed, dir=str(task.data_dir.with_name(name))
-    )
+    from fastreco.data.splits import independent_sample_dir
+
+    out = independent_sample_dir(task.data_dir, n_events, seed, task.data.seed)
+    data = dataclasses.replace(task.data, events=n_events, seed=seed, dir=str(out))
     return dataclasses.replace(task, data=data)
 
 

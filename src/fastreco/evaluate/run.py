@@ -36,8 +36,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fastreco import __version__
-from fastreco.config import TaskConfig
-from fastreco.data.splits import split_mask
+from fastreco.config import DataConfig, TaskConfig
+from fastreco.data.splits import independent_sample_dir, split_mask
 from fastreco.deploy.inference import make_predictor, postprocess
 from fastreco.errors import InputError
 from fastreco.evaluate import metrics as M
@@ -64,6 +64,8 @@ ORACLE_SEED = 20_240
 #: draw the Gaussian-core sigma of a bin of a few hundred photons scatters by 10-20 % (1.53 to
 #: 2.05 % at 10-18 GeV over five seeds), as much as the bar it judges.
 ORACLE_DRAWS = 16
+#: Seed of the independent test samples (``test_events``); no configs/ task trains on it.
+TEST_SEED = 90_002
 
 
 @dataclasses.dataclass
@@ -129,14 +131,40 @@ def store_dir(task: TaskConfig, info: dict[str, Any]) -> Path:
     return path
 
 
+def independent_test_data(task: TaskConfig, n_events: int, seed: int = TEST_SEED) -> DataConfig:
+    """The data block of an independent test sample: ``n_events`` fresh events of the task's
+    generator (particles, energies, eta) from another ``seed``, every one a test event, in their
+    own store beside the training store (``<store>_test-n<N>-s<seed>``); simulated on first use
+    by :func:`~fastreco.train.runner.ensure_data`, then reused."""
+    out = independent_sample_dir(task.data_dir, n_events, seed, task.data.seed)
+    return dataclasses.replace(
+        task.data,
+        events=n_events,
+        seed=seed,
+        dir=str(out),
+        split=(0.0, 0.0, 1.0),
+    )
+
+
 def predict_test(
-    run_dir: str | os.PathLike[str], backend: str = "torch", device: Any = None
+    run_dir: str | os.PathLike[str],
+    backend: str = "torch",
+    device: Any = None,
+    test_data: DataConfig | None = None,
 ) -> RunPredictions:
-    """Predictions of a run on the test split of its event store."""
+    """Predictions of a run on the test split of its event store, or on every event of the
+    independent sample ``test_data`` (:func:`independent_test_data`; its ``task`` then carries
+    that data block)."""
     run = Path(run_dir)
     task, info = load_run(run)
     best_checkpoint(run)
-    data = store_dir(task, info)
+    if test_data is None:
+        data = store_dir(task, info)
+    else:
+        from fastreco.train.runner import ensure_data
+
+        task = dataclasses.replace(task, data=test_data)
+        data = ensure_data(task, progress=False)
     predictor = make_predictor(run, backend, device=device)
     ds = ChunkDataset(data, task, "test")
     frames = []
@@ -644,10 +672,14 @@ def plot_profile(tables: dict[str, pd.DataFrame], title: str = "") -> Figure:
 def _regression(
     preds: list[RunPredictions],
     reco: pd.DataFrame,
+    reco_train: pd.DataFrame,
     truth: pd.DataFrame,
     report: Report,
     metrics: dict[str, Any],
 ) -> pd.DataFrame:
+    """Energy resolution of every run, calibrated E5x5 and the oracle on the test events
+    (``reco``, ``truth``: their classical reconstruction and truth); the E5x5 response
+    correction is fitted on ``reco_train``, the training split's reconstruction."""
     task = preds[0].task
     df = preds[0].df[["event", "true_energy", "true_eta", "true_pdg"]].copy()
     for k, p in enumerate(preds):
@@ -656,8 +688,7 @@ def _regression(
         )
     # classical: E5x5 with a response correction fitted on the train split
     pdgs = [p for group in class_pdgs(task) for p in group]
-    ev_all = reco["event"].to_numpy(np.int64)
-    train = reco[split_mask(ev_all, "train", task.data.split) & np.isin(reco["true_pdg"], pdgs)]
+    train = reco_train[np.isin(reco_train["true_pdg"], pdgs)]
     centres, corr = fit_response_correction(
         train["e5x5"].to_numpy(np.float64), train["true_energy"].to_numpy(np.float64)
     )
@@ -813,6 +844,8 @@ def evaluate_run(
     device: Any = None,
     n_saliency: int = 4,
     n_displays: int = 4,
+    test_events: int = 0,
+    test_seed: int = TEST_SEED,
 ) -> dict[str, Any]:
     """Evaluate a run (and ``compare`` runs) on its test split; write metrics.json + report.html.
 
@@ -824,6 +857,10 @@ def evaluate_run(
         out_dir: where the outputs go (default: the run folder).
         device: torch device (default: CUDA when available).
         n_saliency, n_displays: events shown as saliency maps and as worst-mistake displays.
+        test_events: regression runs: 0, the test split of the run's store; N > 0, an
+            independent sample of N events of the same generator from ``test_seed``
+            (:func:`independent_test_data`), for per-bin resolutions on more events than the
+            test split holds. The classical E5x5 correction is still fitted on the training split.
 
     Returns:
         The content of ``metrics.json`` (with ``outputs``: the written files).
@@ -840,11 +877,21 @@ def evaluate_run(
     for other in compare:
         load_run(other)
         best_checkpoint(other)
-    preds = [predict_test(r, backend, device) for r in (run, *map(Path, compare))]
+    test_data = None
+    if test_events:
+        if task.kind != "regression":
+            raise InputError(
+                f"an independent test sample is made for regression runs only, not {task.kind}",
+                field="test_events",
+                value=test_events,
+            )
+        test_data = independent_test_data(task, test_events, test_seed)
+    preds = [predict_test(r, backend, device, test_data) for r in (run, *map(Path, compare))]
     for other in preds[1:]:
         _check_compatible(preds[0], other)
     _unique_labels(preds)
-    data = store_dir(task, info)
+    train_data = store_dir(task, info)
+    data = train_data if test_data is None else Path(test_data.dir)
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
 
@@ -856,6 +903,9 @@ def evaluate_run(
         "backend": backend,
         "data_dir": str(data),
         "split": list(task.data.split),
+        "test_sample": None
+        if test_data is None
+        else {"dir": test_data.dir, "events": test_data.events, "seed": test_data.seed},
         "runs": {
             p.label: {
                 "run": str(p.run),
@@ -871,13 +921,20 @@ def evaluate_run(
         f"fastreco evaluation: {task.name}",
         subtitle=f"{task.kind} of {', '.join(task.classes)}; "
         + ", ".join(p.label for p in preds)
-        + f"; test split of {data} ({backend})",
+        + (f"; test split of {data}" if test_data is None else f"; independent sample {data}")
+        + f" ({backend})",
     )
     report.add_section("Summary")
+    where = (
+        f"the test split ({task.data.split[2]:.0%} of the events, chosen by a hash of the event "
+        "index: the same events for every model)"
+        if test_data is None
+        else f"an independent sample of {test_data.events} events of the same generator (seed "
+        f"{test_data.seed}, `{data}`; the same events for every model; the classical E5x5 "
+        "correction fitted on the training split)"
+    )
     report.add_text(
-        f"Run `{run}` ({run_label(task)}, best checkpoint) evaluated on the test split "
-        f"({task.data.split[2]:.0%} of the events, chosen by a hash of the event index: the same "
-        "events for every model)"
+        f"Run `{run}` ({run_label(task)}, best checkpoint) evaluated on {where}"
         + (f", compared with {', '.join(f'`{p.run}`' for p in preds[1:])}" if compare else "")
         + "."
     )
@@ -897,7 +954,10 @@ def evaluate_run(
             }
         )
         truth["intercalibration"] = intercalibration_response(store)
-        _regression(preds, reco, truth, report, metrics)
+        reco_train = reco if test_data is None else reconstruct(train_data, None, progress=False)
+        ev = reco_train["event"].to_numpy(np.int64)
+        reco_train = reco_train[split_mask(ev, "train", task.data.split)]
+        _regression(preds, reco, reco_train, truth, report, metrics)
     elif len(task.classes) == 2:
         _binary(preds, reco if bdt else None, report, metrics)
     else:
