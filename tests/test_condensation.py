@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastreco.errors import InputError
 from fastreco.models.condensation import condensation_loss, condense, property_loss
 
 reference = pytest.importorskip("object_condensation.pytorch.losses")
@@ -78,3 +79,17 @@ def test_condense_assigns_each_hit_once_to_the_highest_beta_point():
     labels = condense(beta, coords, t_beta=0.5, t_d=0.5)
     np.testing.assert_array_equal(labels, [0, 0, 1])
     assert condense(np.array([0.1]), np.zeros((1, 2))).tolist() == [-1]
+
+
+def test_condense_with_an_assign_radius_gives_each_hit_to_its_nearest_point():
+    """Hit 1 lies within t_d of the higher-beta point 0 but nearer point 2: the greedy rule
+    gives it to 0, nearest-point assignment to 2; hit 3 is beyond t_d of every point but within
+    the assignment radius of point 2; hit 4 is beyond both radii."""
+    coords = np.array([[0.0, 0], [0.45, 0], [0.7, 0], [1.25, 0], [3.0, 0]])
+    beta = np.array([0.9, 0.1, 0.8, 0.1, 0.1])
+    greedy = condense(beta, coords, t_beta=0.5, t_d=0.5)
+    np.testing.assert_array_equal(greedy, [0, 0, 1, -1, -1])
+    nearest = condense(beta, coords, t_beta=0.5, t_d=0.5, assign_radius=0.6)
+    np.testing.assert_array_equal(nearest, [0, 1, 1, 1, -1])
+    with pytest.raises(InputError, match="assign_radius"):
+        condense(beta, coords, assign_radius=-1.0)

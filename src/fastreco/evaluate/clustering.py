@@ -166,7 +166,13 @@ def clue_labels(event: PointCloudEvent, params: Any = None) -> np.ndarray:
 
 
 def network_labels(
-    module: Any, event: PointCloudEvent, *, t_beta: float, t_d: float, device: Any = "cpu"
+    module: Any,
+    event: PointCloudEvent,
+    *,
+    t_beta: float,
+    t_d: float,
+    assign_radius: float = 0.0,
+    device: Any = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A condensation network's clusters on one event: labels per hit and the regressed energy
     [GeV] of each cluster (read at its condensation point, the hit of highest beta)."""
@@ -180,7 +186,9 @@ def network_labels(
         x = torch.from_numpy(event.features).to(device)
         out = module(x, torch.zeros(len(x), dtype=torch.long, device=device))
     beta = out["beta"].cpu().numpy()
-    labels = condense(beta, out["coords"].cpu().numpy(), t_beta=t_beta, t_d=t_d)
+    labels = condense(
+        beta, out["coords"].cpu().numpy(), t_beta=t_beta, t_d=t_d, assign_radius=assign_radius
+    )
     n = int(labels.max()) + 1 if labels.size else 0
     energy = np.exp(out["energy"].cpu().numpy())
     cp = np.full(n, -1, np.int64)
@@ -209,12 +217,15 @@ def run_algorithms(
     *,
     t_beta: float,
     t_d: float,
+    assign_radius: float = 0.0,
     matching: MatchingConfig = MatchingConfig(),
 ) -> dict[str, AlgorithmResult]:
     """CLUE and the network (``module``; ``None`` leaves it out) on the same events."""
     algos: dict[str, Any] = {"CLUE": lambda ev: (clue_labels(ev), None)}
     if module is not None:
-        algos["GNN"] = lambda ev: network_labels(module, ev, t_beta=t_beta, t_d=t_d)
+        algos["GNN"] = lambda ev: network_labels(
+            module, ev, t_beta=t_beta, t_d=t_d, assign_radius=assign_radius
+        )
     results = {}
     for name, algo in algos.items():
         parts, fakes, seconds, all_labels = [], [], [], []
@@ -296,7 +307,9 @@ def evaluate_clustering(
         track(settings, description="evaluate clustering", disable=not progress)
     ):
         events = make(config, seed + i)
-        results = run_algorithms(events, module, t_beta=c.t_beta, t_d=c.t_d)
+        results = run_algorithms(
+            events, module, t_beta=c.t_beta, t_d=c.t_d, assign_radius=c.assign_radius
+        )
         for algo, res in results.items():
             row = {scan: value, "algorithm": algo, **summarize(res.particles, res.fakes)}
             row["ms_per_event"] = 1e3 * float(np.mean(res.seconds))

@@ -30,9 +30,13 @@ with the next unassigned hit above :math:`t_\beta`; hits left over are noise (-1
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
+
+from fastreco.errors import InputError
 
 __all__ = ["condensation_loss", "condense", "property_loss"]
 
@@ -124,18 +128,33 @@ def property_loss(
 
 
 def condense(
-    beta: np.ndarray, coords: np.ndarray, *, t_beta: float = 0.3, t_d: float = 0.5
+    beta: np.ndarray,
+    coords: np.ndarray,
+    *,
+    t_beta: float = 0.3,
+    t_d: float = 0.5,
+    assign_radius: float = 0.0,
 ) -> np.ndarray:
     """Cluster one event's hits by condensation points.
+
+    Condensation points are taken in decreasing beta among the hits above ``t_beta``, each
+    one not yet within ``t_d`` of an earlier one. Then, as Kieseler's paper does
+    (``assign_radius`` 0), each point collects the unclaimed hits within ``t_d`` in that order;
+    or (``assign_radius`` > 0) every hit joins its *nearest* condensation point if that lies
+    within ``assign_radius``, so a hit between two close-by objects goes to the nearer one
+    rather than to the one of higher beta.
 
     Args:
         beta: ``(n,)`` condensation scores; coords: ``(n, D)`` cluster coordinates.
         t_beta: minimum score of a condensation point; t_d: radius in cluster space.
+        assign_radius: 0, greedy assignment within ``t_d``; > 0, nearest-point assignment.
 
     Returns:
         ``(n,)`` int64 cluster index (0, 1, ... in decreasing beta of their condensation
         points), -1 for hits in no cluster.
     """
+    if not (math.isfinite(assign_radius) and assign_radius >= 0):
+        raise InputError("must be finite and >= 0", field="assign_radius", value=assign_radius)
     beta = np.asarray(beta, np.float64)
     coords = np.asarray(coords, np.float64)
     labels = np.full(len(beta), -1, np.int64)
@@ -144,13 +163,18 @@ def condense(
     if len(candidates) == 0:
         return labels
     tree = cKDTree(coords)
-    n_clusters = 0
+    points: list[int] = []
     for c in candidates:
         if labels[c] >= 0:
             continue
         members = np.asarray(tree.query_ball_point(coords[c], t_d), dtype=np.int64)
         members = members[labels[members] < 0]
-        labels[members] = n_clusters
-        labels[c] = n_clusters
-        n_clusters += 1
+        labels[members] = len(points)
+        labels[c] = len(points)
+        points.append(int(c))
+    if assign_radius > 0:
+        cps = np.asarray(points, dtype=np.int64)
+        dist, nearest = cKDTree(coords[cps]).query(coords, k=1)
+        labels = np.where(dist <= assign_radius, nearest, -1).astype(np.int64)
+        labels[cps] = np.arange(len(cps))
     return labels

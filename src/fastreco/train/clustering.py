@@ -84,6 +84,10 @@ class CondensationConfig:
     class_weight: float = 0.2
     t_beta: float = 0.3
     t_d: float = 0.5
+    # 0: each condensation point collects the free hits within t_d (Kieseler's greedy rule);
+    # > 0: every hit joins its nearest condensation point within this radius
+    # (fastreco.models.condensation.condense)
+    assign_radius: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
