@@ -300,6 +300,8 @@ def test_oracle_table_averages_draws_of_the_smearing():
     analytic = np.hypot(readout.stochastic_term / np.sqrt([20.0, 50.0]),
                         5 * readout.noise / np.array([20.0, 50.0]))  # fmt: skip
     np.testing.assert_allclose(table["resolution"], analytic, rtol=0.03)
+    assert table["n"].tolist() == [400, 400]
+    assert table["n"].dtype.kind == "i"
     one = oracle_table(e_true, e_true, edges, draws=1)
     single = binned_response(oracle_energy(e_true, e_true, edges, seed=ORACLE_SEED), e_true, edges)
     pd.testing.assert_frame_equal(one, single, check_dtype=False)

@@ -57,9 +57,9 @@ def _window(
 
     c, r = config.size // 2, min(2, config.size // 2)
     window_sum = energy.sum(axis=(1, 2))
-    road = road_sums(
-        batch, geometry, centre, config.size, C.ECAL_ROAD_HALF_WIDTH_PHI, C.ECAL_ROAD_THRESHOLD
-    )
+    # a window wider than the road leaves it empty
+    half_phi = max(C.ECAL_ROAD_HALF_WIDTH_PHI, config.size // 2)
+    road = road_sums(batch, geometry, centre, config.size, half_phi, C.ECAL_ROAD_THRESHOLD)
     return x, {
         "window_sum": window_sum,
         "e5x5": energy[:, c - r : c + r + 1, c - r : c + r + 1].sum(axis=(1, 2)),

@@ -597,7 +597,10 @@ def oracle_table(
         )
         for k in range(draws)
     ]
-    return pd.concat(tables).groupby(level=0).mean()
+    mean = pd.concat(tables).groupby(level=0).mean()
+    for column in ("e_low", "e_high", "e_mean", "n"):  # the same in every draw
+        mean[column] = tables[0][column]
+    return mean
 
 
 def plot_resolution_comparison(
