@@ -9,8 +9,9 @@ simulated over the WHOLE endcap (no region of interest) and clustered by
 * CLUE: 2D CLUE per layer + the 3D linking (:func:`fastreco.reco.clue.cluster_event`, numba);
 * GravNet and EdgeConv with object condensation (PyTorch, ``torch.no_grad``, CPU threads
   ``--threads``; the kNN graphs with scipy's cKDTree / chunked cdist), including the
-  condensation step. With ``--run`` the trained GravNet of that run folder is used (its size);
-  otherwise the default model sizes, untrained (speed does not depend on the weights).
+  condensation step. With ``--run`` the trained GravNet of that run folder is used (its size and
+  the condensation settings of its ``config.yaml``); otherwise the default model sizes, untrained
+  (speed does not depend on the weights).
 
 Columns: hits per event, ms per event, GNN / CLUE time ratio, peak extra resident memory of a
 call [MB] (``ru_maxrss`` growth, measured in a fresh subprocess per algorithm and pileup so one
@@ -62,14 +63,19 @@ def _algorithm(name: str, run: str | None):
 
     if name == "CLUE":
         return clue_labels
+    settings = {"t_beta": 0.3, "t_d": 0.5}  # untrained: CondensationConfig's defaults
     if name == "GravNet" and run:
-        from fastreco.train.clustering import load_clustering_model
+        from pathlib import Path
+
+        from fastreco.train.clustering import ClusteringTaskConfig, load_clustering_model
 
         module = load_clustering_model(run)
+        c = ClusteringTaskConfig.load(Path(run) / "config.yaml").condensation
+        settings = {"t_beta": c.t_beta, "t_d": c.t_d, "assign_radius": c.assign_radius}
     else:
         module = build_model(name.lower(), (N_FEATURES,), 4).eval()
     torch.manual_seed(0)
-    return lambda ev: network_labels(module, ev, t_beta=0.3, t_d=0.5)
+    return lambda ev: network_labels(module, ev, **settings)
 
 
 def measure(name: str, pileup: float, n: int, threads: int, run: str | None) -> dict:
