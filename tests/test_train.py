@@ -343,3 +343,12 @@ def test_regression_reference_energy(data_dir):
     np.testing.assert_allclose(batches["supercluster_sum"]["y"], b["energy"] / sc, rtol=1e-5)
     with pytest.raises(InputError, match=r"field 'reference'.*window_sum"):
         TaskConfig.from_dict({**tiny_task(data_dir).to_dict(), "reference": "e3x3"})
+
+
+def test_every_reference_energy_is_described_for_exported_models():
+    from fastreco.config import REFERENCE_ENERGIES
+    from fastreco.data.representations import reference_description
+
+    texts = {name: reference_description(name, 10.0) for name in REFERENCE_ENERGIES}
+    assert all("[GeV]" in text and "10.0" in text for text in texts.values())
+    assert len(set(texts.values())) == len(REFERENCE_ENERGIES)

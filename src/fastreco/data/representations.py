@@ -69,6 +69,26 @@ def _window(
     }
 
 
+def reference_description(name: str, scale: float) -> str:
+    """What the window representation's reference energy ``name`` (one of
+    :data:`~fastreco.config.REFERENCE_ENERGIES`) sums, for a reader of an exported model whose
+    energy channel is divided by ``scale``."""
+    from fastreco.reco.clustering import CLUSTER_THRESHOLD
+
+    window = f"the summed crystal energy of the window (the input's energy channel times {scale})"
+    texts = {
+        "window_sum": f"{window} [GeV]",
+        "e5x5": "the summed crystal energy of the 5 x 5 crystals at the window's centre "
+        f"(the input's energy channel there times {scale}) [GeV]",
+        "thresholded_sum": f"the summed energy of the window's crystals above {CLUSTER_THRESHOLD:g}"
+        f" GeV (the input's energy channel times {scale}) [GeV]",
+        "supercluster_sum": f"{window} plus the crystals above {C.ECAL_ROAD_THRESHOLD:g} GeV of "
+        f"the window's ieta rows beyond it within {C.ECAL_ROAD_HALF_WIDTH_PHI} crystals in iphi "
+        "of the centre [GeV]",
+    }
+    return texts[name]
+
+
 REPRESENTATIONS.add(
     "window",
     Representation(

@@ -9,8 +9,8 @@ Raw model outputs (shape ``(n, n_out)``, float32) are turned into named per-even
   index of the most probable class;
 * more classes: ``p_<class>`` = softmax of the logits, ``predicted`` = argmax;
 * regression: ``correction`` = the predicted ``E_true / E_reference`` and ``e_pred`` =
-  ``correction * reference`` [GeV] (``task.reference``: the window sum, E5x5 or the sum of the
-  window's crystals above the clustering threshold).
+  ``correction * reference`` [GeV] (``task.reference``, one of
+  :data:`fastreco.config.REFERENCE_ENERGIES`).
 """
 
 from __future__ import annotations

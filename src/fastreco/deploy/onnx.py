@@ -290,35 +290,13 @@ def check_onnx(
 def output_description(task: TaskConfig, preprocessing: dict[str, Any]) -> dict[str, Any]:
     """What the model's output means and how to turn it into probabilities or an energy."""
     if task.kind == "regression":
-        scale = preprocessing.get("scales", {}).get("energy", 1.0)
         if preprocessing.get("kind") == "features":
             reference = "e5x5 of the classical reconstruction [GeV]"
-        elif task.reference == "thresholded_sum":
-            from fastreco.reco.clustering import CLUSTER_THRESHOLD
-
-            reference = (
-                f"the summed energy of the window's crystals above {CLUSTER_THRESHOLD} GeV "
-                f"(the input's energy channel times its scale {scale})"
-            )
-        elif task.reference == "supercluster_sum":
-            from fastreco import constants as C
-
-            reference = (
-                "the summed crystal energy of the window (the input's energy channel times its "
-                f"scale {scale}) plus the crystals above {C.ECAL_ROAD_THRESHOLD:g} GeV of the "
-                f"window's ieta rows beyond it within {C.ECAL_ROAD_HALF_WIDTH_PHI} crystals in "
-                "iphi of the centre [GeV]"
-            )
-        elif task.reference == "e5x5":
-            reference = (
-                "the summed crystal energy of the 5 x 5 crystals at the window's centre [GeV] "
-                f"(the sum of the input's energy channel there times its scale {scale})"
-            )
         else:
-            reference = (
-                "the summed crystal energy of the window [GeV] (the sum of the input's energy "
-                f"channel times its scale {scale})"
-            )
+            from fastreco.data.representations import reference_description
+
+            scale = preprocessing.get("scales", {}).get("energy", 1.0)
+            reference = reference_description(task.reference, scale)
         return {
             "meaning": f"E_true / E_reference, the energy correction of the {task.reference}",
             "postprocess": "none",

@@ -702,11 +702,9 @@ def _regression(
     edges = energy_edges(e_true, n_bins=int(np.clip(len(e_true) // 100, 3, 8)))
     deposited = truth["deposited"].reindex(df["event"]).to_numpy(np.float64)
     kappa = truth["intercalibration"].reindex(df["event"]).to_numpy(np.float64)
-    df["e_oracle"] = oracle_energy(deposited, e_true, edges, intercalibration=kappa)
     df["deposited"], df["intercalibration"] = deposited, kappa
     estimators = {p.label: f"e_{k}" for k, p in enumerate(preds)}
     estimators[CLASSICAL] = "e_classical"
-    estimators[ORACLE] = "e_oracle"
     metrics["energy_bins"] = [float(e) for e in edges]
     metrics["classical_correction"] = {"e5x5": centres.tolist(), "correction": corr.tolist()}
     metrics["oracle"] = (
@@ -724,19 +722,18 @@ def _regression(
         if not sel.any():
             continue
         sub = df[sel]
-        tables: dict[str, pd.DataFrame] = {}
+        tables = {
+            est: binned_response(sub[col].to_numpy(), sub["true_energy"].to_numpy(), edges)
+            for est, col in estimators.items()
+        }
+        tables[ORACLE] = oracle_table(
+            sub["deposited"].to_numpy(),
+            sub["true_energy"].to_numpy(),
+            edges,
+            intercalibration=sub["intercalibration"].to_numpy(),
+        )
         fits: dict[str, ResolutionFit | None] = {}
-        for est, col in estimators.items():
-            if est == ORACLE:
-                t = oracle_table(
-                    sub["deposited"].to_numpy(),
-                    sub["true_energy"].to_numpy(),
-                    edges,
-                    intercalibration=sub["intercalibration"].to_numpy(),
-                )
-            else:
-                t = binned_response(sub[col].to_numpy(), sub["true_energy"].to_numpy(), edges)
-            tables[est] = t
+        for est, t in tables.items():
             fits[est] = None
             if int(np.isfinite(t["resolution"]).sum()) >= 4:  # 3 parameters, ndf >= 1
                 try:
@@ -746,8 +743,6 @@ def _regression(
         ratio = tables[ORACLE][["e_low", "e_high", "n"]].copy()
         ratio["σ/E oracle"] = tables[ORACLE]["resolution"]
         for est in estimators:
-            if est == ORACLE:
-                continue
             ratio[f"σ/E {est}"] = tables[est]["resolution"]
             ratio[f"{est} / oracle"] = tables[est]["resolution"] / tables[ORACLE]["resolution"]
             ratio[f"{est} / oracle (σ_eff)"] = (
@@ -760,7 +755,7 @@ def _regression(
                     "fit": None if fits[est] is None else fits[est].to_dict(),
                     "table": tables[est].to_dict(orient="records"),
                 }
-                for est in estimators
+                for est in tables
             },
             "ratio_to_oracle": ratio.to_dict(orient="records"),
         }
@@ -771,7 +766,7 @@ def _regression(
             parts = [
                 f"{est} {row[f'{est} / oracle']:.2f}×"
                 for est in estimators
-                if est != ORACLE and np.isfinite(row[f"{est} / oracle"])
+                if np.isfinite(row[f"{est} / oracle"])
             ]
             if parts:
                 lines.append(

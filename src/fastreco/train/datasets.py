@@ -39,7 +39,7 @@ def targets_for(
 
     Classification: the class index of each event (events of other particles are dropped).
     Regression: E_true / E_reference, the correction the network predicts for the task's
-    reference energy (``task.reference``: the window sum or E5x5) [GeV].
+    reference energy (``task.reference``, one of :data:`fastreco.config.REFERENCE_ENERGIES`).
     """
     pdg = primaries["pdg"]
     label = np.full(len(pdg), -1, dtype=np.int64)
