@@ -1,7 +1,8 @@
 """HGCAL clustering speed: CLUE against the graph networks on the same events, PU 0 to 200.
 
     python benchmarks/bench_gnn_clustering.py [--events 3] [--pileup 0 50 140 200]
-        [--threads 1] [--run runs/hgcal_clustering] [--json out.json]
+        [--threads 1] [--run runs/hgcal_clustering] [--lc-run runs/hgcal_clustering_lc]
+        [--algorithms CLUE GravNet EdgeConv LayerGravNet] [--json out.json]
 
 Per pileup, ``--events`` events of three close-by particles (gamma, e-, pi+ at 10-100 GeV) are
 simulated over the WHOLE endcap (no region of interest) and clustered by
@@ -11,7 +12,10 @@ simulated over the WHOLE endcap (no region of interest) and clustered by
   ``--threads``; the kNN graphs with scipy's cKDTree / chunked cdist), including the
   condensation step. With ``--run`` the trained GravNet of that run folder is used (its size and
   the condensation settings of its ``config.yaml``); otherwise the default model sizes, untrained
-  (speed does not depend on the weights).
+  (speed does not depend on the weights);
+* LayerGravNet: CLUE's 2D stage, then GravNet blocks on the layer clusters' fixed graph
+  (``layer_gravnet``, :mod:`fastreco.data.layer_clusters`) and the condensation step; its time
+  includes the 2D clustering. ``--lc-run`` names a trained run of it.
 
 Columns: hits per event, ms per event, GNN / CLUE time ratio, peak extra resident memory of a
 call [MB] (``ru_maxrss`` growth, measured in a fresh subprocess per algorithm and pileup so one
@@ -54,17 +58,27 @@ def _events(pileup: float, n: int, seed: int) -> list:
     return point_cloud_events(simulate_hgcal_batch(config, n, seed))
 
 
-def _algorithm(name: str, run: str | None):
+#: network benchmarked under each name: (registered model, its input, option naming its run)
+NETWORKS = {
+    "GravNet": ("gravnet", "hits", "run"),
+    "EdgeConv": ("edgeconv", "hits", None),
+    "LayerGravNet": ("layer_gravnet", "layer_clusters", "lc_run"),
+}
+
+
+def _algorithm(name: str, runs: dict[str, str | None]):
     import torch
 
-    from fastreco.data.pointcloud import N_FEATURES
+    from fastreco.data.clustering_inputs import INPUTS
     from fastreco.evaluate.clustering import clue_labels, network_labels
     from fastreco.models import build_model
 
     if name == "CLUE":
         return clue_labels
+    model_name, network_input, run_option = NETWORKS[name]
+    run = runs.get(run_option) if run_option else None
     settings = {"t_beta": 0.3, "t_d": 0.5}  # untrained: CondensationConfig's defaults
-    if name == "GravNet" and run:
+    if run:
         from pathlib import Path
 
         from fastreco.train.clustering import ClusteringTaskConfig, load_clustering_model
@@ -73,18 +87,19 @@ def _algorithm(name: str, run: str | None):
         c = ClusteringTaskConfig.load(Path(run) / "config.yaml").condensation
         settings = {"t_beta": c.t_beta, "t_d": c.t_d, "assign_radius": c.assign_radius}
     else:
-        module = build_model(name.lower(), (N_FEATURES,), 4).eval()
+        n_features = INPUTS.resolve(network_input).n_features
+        module = build_model(model_name, (n_features,), 4).eval()
     torch.manual_seed(0)
-    return lambda ev: network_labels(module, ev, **settings)
+    return lambda ev: network_labels(module, ev, network_input=network_input, **settings)
 
 
-def measure(name: str, pileup: float, n: int, threads: int, run: str | None) -> dict:
+def measure(name: str, pileup: float, n: int, threads: int, runs: dict[str, str | None]) -> dict:
     """Time and peak memory of one algorithm at one pileup (run in a subprocess)."""
     import torch
 
     torch.set_num_threads(threads)
     events = _events(pileup, n + 1, seed=int(pileup) + 7)
-    algo = _algorithm(name, run)
+    algo = _algorithm(name, runs)
     algo(events[0])  # warm-up: numba compilation, allocator
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
@@ -105,14 +120,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3)
     parser.add_argument("--pileup", type=float, nargs="+", default=[0, 50, 140, 200])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--run", default=None)
-    parser.add_argument("--algorithms", nargs="+", default=["CLUE", "GravNet", "EdgeConv"])
+    parser.add_argument("--run", default=None, help="a trained GravNet run (hits)")
+    parser.add_argument("--lc-run", default=None, help="a trained layer_gravnet run")
+    parser.add_argument(
+        "--algorithms", nargs="+", default=["CLUE", *NETWORKS], choices=["CLUE", *NETWORKS]
+    )
     parser.add_argument("--json")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, pu = args.child
-        print(json.dumps(measure(name, float(pu), args.events, args.threads, args.run)))
+        runs = {"run": args.run, "lc_run": args.lc_run}
+        print(json.dumps(measure(name, float(pu), args.events, args.threads, runs)))
         return
     rows, fits = [], {}
     for pu in args.pileup:
@@ -120,8 +139,9 @@ def main() -> None:
         for name in args.algorithms:
             cmd = [sys.executable, __file__, "--child", name, str(pu)]
             cmd += ["--events", str(args.events), "--threads", str(args.threads)]
-            if args.run:
-                cmd += ["--run", args.run]
+            for option in ("run", "lc_run"):
+                if getattr(args, option):
+                    cmd += [f"--{option.replace('_', '-')}", getattr(args, option)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             m = json.loads(out.strip().splitlines()[-1])
             clue_ms = m["ms"] if name == "CLUE" else clue_ms

@@ -78,8 +78,12 @@ def test_particles_below_threshold_are_not_counted():
 @pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 @pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
-def test_train_and_evaluate_a_clustering_task(tmp_path):
-    """The whole path on a tiny task: simulate, train GravNet, evaluate against CLUE."""
+@pytest.mark.parametrize(
+    ("model", "network_input"), [("gravnet", "hits"), ("layer_gravnet", "layer_clusters")]
+)
+def test_train_and_evaluate_a_clustering_task(tmp_path, model, network_input):
+    """The whole path on a tiny task: simulate, train the network on hits or on layer clusters,
+    evaluate against CLUE, export to ONNX."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"""
@@ -87,8 +91,8 @@ name: tiny
 kind: clustering
 data: {{particles: [gamma], n_particles: 2, energy: "20:40", min_separation: 8.0,
         max_separation: 12.0, pileup: 0, events: 8, seed: 5, dir: {tmp_path / "data"},
-        roi_radius: 30.0}}
-model: {{name: gravnet, params: {{hidden: 16, blocks: 2, k: 8}}}}
+        roi_radius: 30.0, input: {network_input}}}
+model: {{name: {model}, params: {{hidden: 16, blocks: 2, k: 8}}}}
 training: {{epochs: 1, batch_size: 2, num_workers: 0}}
 """
     )
@@ -113,6 +117,7 @@ training: {{epochs: 1, batch_size: 2, num_workers: 0}}
     meta = json.loads((run / "model.preprocessing.json").read_text())
     assert meta["kind"] == "clustering"
     assert meta["inputs"]["x"]["shape"][1] == len(meta["inputs"]["x"]["features"])
+    assert meta["points"] == network_input
 
 
 @pytest.mark.parametrize("n_hits", [0, 1])

@@ -221,14 +221,17 @@ def export_graph_module(
 
 def export_clustering_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export the graph network of a clustering run (:func:`export_graph_module`) and write
-    ``<stem>.preprocessing.json``: the hit features (:data:`fastreco.data.pointcloud.FEATURES`,
-    built by :func:`fastreco.data.pointcloud.point_cloud_events`) and the outputs' meaning."""
-    from fastreco.data.pointcloud import CLASSES, FEATURES, N_FEATURES
+    ``<stem>.preprocessing.json``: the points' features (hits,
+    :data:`fastreco.data.pointcloud.FEATURES`, or CLUE's 2D layer clusters,
+    :data:`fastreco.data.layer_clusters.LC_FEATURES`: the run's ``data.input``) and the outputs'
+    meaning."""
+    from fastreco.data.pointcloud import CLASSES
     from fastreco.train.clustering import load_clustering_model
 
     module = load_clustering_model(run_dir)
-    out = export_graph_module(module.model, N_FEATURES, out)
     task = module.task
+    network_input = task.data.network_input
+    out = export_graph_module(module.model, network_input.n_features, out)
     meta = {
         "format": PREPROCESSING_FORMAT,
         "format_version": PREPROCESSING_VERSION,
@@ -236,9 +239,14 @@ def export_clustering_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLi
         "task": task.name,
         "kind": "clustering",
         "model": {"name": task.model.name, "params": task.model.params},
+        "points": task.data.input,
         "inputs": {
-            "x": {"shape": ["hits", N_FEATURES], "dtype": "float32", "features": list(FEATURES)},
-            "batch": {"shape": ["hits"], "dtype": "int64", "meaning": "sorted event index"},
+            "x": {
+                "shape": ["points", network_input.n_features],
+                "dtype": "float32",
+                "features": list(network_input.features),
+            },
+            "batch": {"shape": ["points"], "dtype": "int64", "meaning": "sorted event index"},
         },
         "outputs": {
             "beta": "condensation strength in (0, 1)",

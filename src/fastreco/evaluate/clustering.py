@@ -172,18 +172,27 @@ def network_labels(
     t_beta: float,
     t_d: float,
     assign_radius: float = 0.0,
+    network_input: str = "hits",
     device: Any = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A condensation network's clusters on one event: labels per hit and the regressed energy
-    [GeV] of each cluster (read at its condensation point, the hit of highest beta)."""
+    [GeV] of each cluster (read at its condensation point, the point of highest beta).
+
+    ``network_input`` (:data:`fastreco.data.clustering_inputs.INPUTS`) says what the network's
+    points are; with ``layer_clusters`` the 2D CLUE stage runs first (its time is part of the
+    network's) and each hit takes the cluster of its layer cluster."""
     import torch
 
+    from fastreco.data.clustering_inputs import INPUTS
     from fastreco.models.condensation import condense
 
     if len(event) == 0:
         return np.zeros(0, np.int64), np.zeros(0)
+    points = INPUTS.resolve(network_input, field="data.input").prepare(event, 0.5)
+    if len(points.points) == 0:
+        return np.full(len(event), -1, np.int64), np.zeros(0)
     with torch.no_grad():
-        x = torch.from_numpy(event.features).to(device)
+        x = torch.from_numpy(points.points.features).to(device)
         out = module(x, torch.zeros(len(x), dtype=torch.long, device=device))
     beta = out["beta"].cpu().numpy()
     labels = condense(
@@ -196,7 +205,7 @@ def network_labels(
     for i in np.flatnonzero(labels >= 0):  # condensation point: highest beta of the cluster
         if beta[i] > best[labels[i]]:
             best[labels[i]], cp[labels[i]] = beta[i], i
-    return labels, energy[cp] if n else np.zeros(0)
+    return points.hit_labels(labels), energy[cp] if n else np.zeros(0)
 
 
 @dataclasses.dataclass
@@ -218,13 +227,19 @@ def run_algorithms(
     t_beta: float,
     t_d: float,
     assign_radius: float = 0.0,
+    network_input: str = "hits",
     matching: MatchingConfig = MatchingConfig(),
 ) -> dict[str, AlgorithmResult]:
     """CLUE and the network (``module``; ``None`` leaves it out) on the same events."""
     algos: dict[str, Any] = {"CLUE": lambda ev: (clue_labels(ev), None)}
     if module is not None:
         algos["GNN"] = lambda ev: network_labels(
-            module, ev, t_beta=t_beta, t_d=t_d, assign_radius=assign_radius
+            module,
+            ev,
+            t_beta=t_beta,
+            t_d=t_d,
+            assign_radius=assign_radius,
+            network_input=network_input,
         )
     results = {}
     for name, algo in algos.items():
@@ -308,7 +323,12 @@ def evaluate_clustering(
     ):
         events = make(config, seed + i)
         results = run_algorithms(
-            events, module, t_beta=c.t_beta, t_d=c.t_d, assign_radius=c.assign_radius
+            events,
+            module,
+            t_beta=c.t_beta,
+            t_d=c.t_d,
+            assign_radius=c.assign_radius,
+            network_input=task.data.input,
         )
         for algo, res in results.items():
             row = {scan: value, "algorithm": algo, **summarize(res.particles, res.fakes)}

@@ -24,7 +24,7 @@ import yaml
 
 from fastreco import __version__
 from fastreco.config import ModelConfig, TrainingConfig, build_dataclass
-from fastreco.data.pointcloud import CLASSES, N_FEATURES, PointCloudEvent, collate
+from fastreco.data.pointcloud import CLASSES, PointCloudEvent, collate
 from fastreco.data.splits import split_mask
 from fastreco.data.store import EventStore
 from fastreco.errors import InputError
@@ -57,6 +57,20 @@ class HgcalDataConfig:
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     min_fraction: float = 0.5  # a hit belongs to a gun particle holding this share of it
     roi_radius: float | None = 50.0  # cm on the front face around the gun particles; None: all
+    # the network's points: "hits" or CLUE's 2D "layer_clusters" (fastreco.data.clustering_inputs)
+    input: str = "hits"
+
+    def __post_init__(self) -> None:
+        from fastreco.data.clustering_inputs import INPUTS
+
+        INPUTS.resolve(self.input, field="data.input")
+
+    @property
+    def network_input(self) -> Any:
+        """The :class:`~fastreco.data.clustering_inputs.ClusteringInput` of ``input``."""
+        from fastreco.data.clustering_inputs import INPUTS
+
+        return INPUTS.resolve(self.input, field="data.input")
 
     def sim_config(self) -> HgcalSimConfig:
         return HgcalSimConfig(
@@ -140,7 +154,8 @@ def ensure_hgcal_data(task: ClusteringTaskConfig, *, progress: bool = True) -> P
 def load_events(
     store_dir: str | os.PathLike[str], split: str, task: ClusteringTaskConfig
 ) -> list[PointCloudEvent]:
-    """The point clouds of one split of the task's store, in event order."""
+    """The network's points (hits or layer clusters, ``data.input``) of one split of the task's
+    store, in event order."""
     from fastreco.data.pointcloud import point_cloud_events
 
     store = EventStore(store_dir)
@@ -158,7 +173,8 @@ def load_events(
             roi_radius=task.data.roi_radius,
             source=str(store_dir),
         )
-        events += [pcs[i] for i in chosen]
+        prepare = task.data.network_input.prepare
+        events += [prepare(pcs[i], task.data.min_fraction).points for i in chosen]
     return events
 
 
@@ -171,7 +187,10 @@ class CondensationModule(L.LightningModule):
         self.save_hyperparameters()
         self.task = ClusteringTaskConfig.from_dict(task_dict)
         self.model = build_model(
-            self.task.model.name, (N_FEATURES,), len(CLASSES), **self.task.model.params
+            self.task.model.name,
+            (self.task.data.network_input.n_features,),
+            len(CLASSES),
+            **self.task.model.params,
         )
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -252,7 +271,8 @@ def train_clustering(
         "kind": "clustering",
         "data_dir": str(store_dir),
         "n_events": EventStore(store_dir).n_events,
-        "input_shape": [N_FEATURES],
+        "input": task.data.input,
+        "input_shape": [task.data.network_input.n_features],
         "init_from": None if init_from is None else str(init_from),
     }
     write_run_info(run, info)
