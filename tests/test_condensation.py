@@ -93,3 +93,24 @@ def test_condense_with_an_assign_radius_gives_each_hit_to_its_nearest_point():
     np.testing.assert_array_equal(nearest, [0, 1, 1, 1, -1])
     with pytest.raises(InputError, match="assign_radius"):
         condense(beta, coords, assign_radius=-1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nearest_assignment_keeps_the_greedy_condensation_points(seed):
+    """Nearest-point assignment picks its condensation points among the candidates only; they
+    must be those of the greedy rule (each greedy cluster's highest-beta member), every hit
+    going to the nearest of them within the radius."""
+    rng = np.random.default_rng(seed)
+    beta = rng.uniform(0.0, 1.0, 400)
+    coords = rng.uniform(0.0, 4.0, (400, 3))
+    greedy = condense(beta, coords, t_beta=0.6, t_d=0.5)
+    points = [
+        np.flatnonzero(greedy == c)[np.argmax(beta[greedy == c])] for c in range(greedy.max() + 1)
+    ]
+    points = np.asarray(points)
+    labels = condense(beta, coords, t_beta=0.6, t_d=0.5, assign_radius=0.7)
+    np.testing.assert_array_equal(labels[points], np.arange(len(points)))
+    dist = np.linalg.norm(coords[:, None, :] - coords[points][None, :, :], axis=2)
+    expected = np.where(dist.min(1) <= 0.7, dist.argmin(1), -1)
+    expected[points] = np.arange(len(points))
+    np.testing.assert_array_equal(labels, expected)

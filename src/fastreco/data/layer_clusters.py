@@ -133,21 +133,24 @@ def layer_cluster_event(
     m = lab >= 0
     lab_m = lab[m]
     e_m = e[m]
-    w = e_m + 1e-12  # hit energies are above threshold; the epsilon only guards a 0 / 0
-    esum = np.bincount(lab_m, weights=e_m, minlength=n)
-    wsum = np.bincount(lab_m, weights=w, minlength=n)
-
-    def mean(v: np.ndarray) -> np.ndarray:
-        return np.bincount(lab_m, weights=w * v, minlength=n) / wsum
-
-    bary = np.stack([mean(pos[m, i]) for i in range(3)], axis=1)
-    r2 = mean(pos[m, 0] ** 2 + pos[m, 1] ** 2) - (bary[:, 0] ** 2 + bary[:, 1] ** 2)
-    depth = mean(event.features[m, 2].astype(np.float64))  # (z - z_front) / 10 cm
+    sums, layer = _cluster_sums(
+        lab,
+        e,
+        pos,
+        event.features[:, 2].astype(np.float64),  # (z - z_front) / 10 cm
+        event.features[:, 4].astype(np.float64),  # time
+        event.layer,
+        n,
+    )
+    esum = sums[:, 0]
+    wsum = sums[:, 1]
+    bary = sums[:, 2:5] / wsum[:, None]
+    r2 = sums[:, 5] / wsum - (bary[:, 0] ** 2 + bary[:, 1] ** 2)
+    depth = sums[:, 6] / wsum
+    time = sums[:, 7] / wsum
+    n_hits = sums[:, 8]
     z_front = bary[:, 2] - _LENGTH_UNIT * depth
     scale = z_front / np.abs(bary[:, 2]) / _LENGTH_UNIT
-    layer = np.zeros(n, np.int64)
-    layer[lab_m] = event.layer[m]
-    n_hits = np.bincount(lab_m, minlength=n)
     rho = np.hypot(bary[:, 0], bary[:, 1])
     features = np.stack(
         [
@@ -155,7 +158,7 @@ def layer_cluster_event(
             bary[:, 1] * scale,
             depth,
             np.log1p(esum / _ENERGY_UNIT),
-            mean(event.features[m, 4].astype(np.float64)),
+            time,
             layer / _LAYER_UNIT,
             np.arcsinh(bary[:, 2] / np.maximum(rho, 1e-3)) - _ETA_CENTRE,
             np.log(np.maximum(n_hits, 1)),
@@ -189,6 +192,41 @@ def layer_cluster_event(
         object_class=event.object_class,
     )
     return NetworkPoints(clusters, lab.astype(np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _cluster_sums(
+    labels: np.ndarray,
+    energy: np.ndarray,
+    position: np.ndarray,
+    depth: np.ndarray,
+    time: np.ndarray,
+    layer: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """One pass over the hits: per cluster the energy, the weight (energy + 1e-12: hit
+    energies are above threshold, the epsilon only guards a 0 / 0), the weighted x, y, z,
+    x^2 + y^2, depth and time, the number of hits; and each cluster's layer."""
+    sums = np.zeros((n, 9), np.float64)
+    lay = np.zeros(n, np.int64)
+    for i in range(len(labels)):
+        c = labels[i]
+        if c < 0:
+            continue
+        w = energy[i] + 1e-12
+        x = position[i, 0]
+        y = position[i, 1]
+        sums[c, 0] += energy[i]
+        sums[c, 1] += w
+        sums[c, 2] += w * x
+        sums[c, 3] += w * y
+        sums[c, 4] += w * position[i, 2]
+        sums[c, 5] += w * (x * x + y * y)
+        sums[c, 6] += w * depth[i]
+        sums[c, 7] += w * time[i]
+        sums[c, 8] += 1.0
+        lay[c] = layer[i]
+    return sums, lay
 
 
 def _empty_clusters(event: PointCloudEvent) -> PointCloudEvent:
@@ -242,8 +280,16 @@ def _tiled_knn(
         ix_hi = min(math.floor((xi + radius - x0) * inv), nx - 1)
         iy_lo = max(math.floor((yi - radius - y0) * inv), 0)
         iy_hi = min(math.floor((yi + radius - y0) * inv), ny - 1)
-        for c in range(max(key[i] - window, 0), min(key[i] + window, n_keys - 1) + 1):
-            dk = key_scale * (c - key[i])
+        # the own key first, then +-1, +-2, ...: a key whose penalty alone exceeds the k-th
+        # distance found so far is skipped
+        for step in range(2 * window + 1):
+            off = (step + 1) // 2 * (1 if step % 2 else -1) if step else 0
+            c = key[i] + off
+            if c < 0 or c >= n_keys:
+                continue
+            dk = key_scale * off
+            if dk * dk >= best_d[k - 1]:
+                continue
             for iy in range(iy_lo, iy_hi + 1):
                 row = (c * ny + iy) * nx
                 for j in range(start[row + ix_lo], start[row + ix_hi + 1]):

@@ -200,11 +200,12 @@ def network_labels(
     )
     n = int(labels.max()) + 1 if labels.size else 0
     energy = np.exp(out["energy"].cpu().numpy())
-    cp = np.full(n, -1, np.int64)
-    best = np.full(n, -np.inf)
-    for i in np.flatnonzero(labels >= 0):  # condensation point: highest beta of the cluster
-        if beta[i] > best[labels[i]]:
-            best[labels[i]], cp[labels[i]] = beta[i], i
+    # condensation point of each cluster: its point of highest beta (the last of its cluster
+    # when sorted by cluster, then beta)
+    inside = np.flatnonzero(labels >= 0)
+    ranked = inside[np.lexsort((beta[inside], labels[inside]))]
+    last = np.r_[labels[ranked][1:] != labels[ranked][:-1], True]
+    cp = ranked[last]
     return points.hit_labels(labels), energy[cp] if n else np.zeros(0)
 
 

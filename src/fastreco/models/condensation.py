@@ -162,6 +162,23 @@ def condense(
     candidates = candidates[np.argsort(-beta[candidates], kind="stable")]
     if len(candidates) == 0:
         return labels
+    if assign_radius > 0:
+        # a candidate is a condensation point unless an earlier point lies within t_d: the
+        # points the greedy rule below would pick, found among the candidates only
+        cand_tree = cKDTree(coords[candidates])
+        taken = np.zeros(len(candidates), bool)
+        chosen: list[int] = []
+        for i in range(len(candidates)):
+            if taken[i]:
+                continue
+            chosen.append(i)
+            taken[cand_tree.query_ball_point(coords[candidates[i]], t_d)] = True
+        cps = candidates[np.asarray(chosen, np.int64)]
+        bound = assign_radius * (1.0 + 1e-9)
+        dist, nearest = cKDTree(coords[cps]).query(coords, k=1, distance_upper_bound=bound)
+        labels = np.where(dist <= assign_radius, nearest, -1).astype(np.int64)
+        labels[cps] = np.arange(len(cps))
+        return labels
     tree = cKDTree(coords)
     points: list[int] = []
     for c in candidates:
@@ -172,9 +189,4 @@ def condense(
         labels[members] = len(points)
         labels[c] = len(points)
         points.append(int(c))
-    if assign_radius > 0:
-        cps = np.asarray(points, dtype=np.int64)
-        dist, nearest = cKDTree(coords[cps]).query(coords, k=1)
-        labels = np.where(dist <= assign_radius, nearest, -1).astype(np.int64)
-        labels[cps] = np.arange(len(cps))
     return labels
