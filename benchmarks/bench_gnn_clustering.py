@@ -15,7 +15,8 @@ simulated over the WHOLE endcap (no region of interest) and clustered by
   (speed does not depend on the weights);
 * LayerGravNet: CLUE's 2D stage, then GravNet blocks on the layer clusters' fixed graph
   (``layer_gravnet``, :mod:`fastreco.data.layer_clusters`) and the condensation step; its time
-  includes the 2D clustering. ``--lc-run`` names a trained run of it.
+  includes the 2D clustering. ``--lc-run`` names a trained run of it;
+* LayerEdgeConv: EdgeConv blocks on the same fixed graph (``layer_edgeconv``), untrained.
 
 Columns: hits per event, ms per event, GNN / CLUE time ratio, peak extra resident memory of a
 call [MB] (``ru_maxrss`` growth, measured in a fresh subprocess per algorithm and pileup so one
@@ -63,6 +64,7 @@ NETWORKS = {
     "GravNet": ("gravnet", "hits", "run"),
     "EdgeConv": ("edgeconv", "hits", None),
     "LayerGravNet": ("layer_gravnet", "layer_clusters", "lc_run"),
+    "LayerEdgeConv": ("layer_edgeconv", "layer_clusters", None),
 }
 
 

@@ -166,9 +166,10 @@ def test_layer_clusters_are_pure_enough_to_rebuild_every_shower(simulated):
     assert s["merge_rate"] == 0.0
 
 
-def test_layer_gravnet_runs_on_layer_clusters_and_refuses_hits(simulated):
+@pytest.mark.parametrize("name", ["layer_gravnet", "layer_edgeconv"])
+def test_layer_cluster_models_run_on_layer_clusters_and_refuse_hits(simulated, name):
     torch.manual_seed(0)
-    model = build_model("layer_gravnet", (N_LC_FEATURES,), 4, hidden=8, blocks=2, k=4).eval()
+    model = build_model(name, (N_LC_FEATURES,), 4, hidden=8, blocks=2, k=4).eval()
     ev = simulated[0]
     points = layer_cluster_event(ev)
     x = torch.from_numpy(points.points.features)
@@ -181,7 +182,7 @@ def test_layer_gravnet_runs_on_layer_clusters_and_refuses_hits(simulated):
     assert np.all(labels[points.hit_point < 0] == -1)  # CLUE's outliers stay unclustered
     assert len(energy) == labels.max() + 1
     with pytest.raises(InputError, match="layer-cluster features"):
-        build_model("layer_gravnet", (N_FEATURES,), 4)
+        build_model(name, (N_FEATURES,), 4)
 
 
 def test_unknown_network_input_names_the_field():
@@ -189,3 +190,15 @@ def test_unknown_network_input_names_the_field():
 
     with pytest.raises(InputError, match=r"data\.input"):
         ClusteringTaskConfig.from_dict({"name": "x", "data": {"input": "pixels"}})
+
+
+@pytest.mark.parametrize("name", ["layer_gravnet", "layer_edgeconv"])
+def test_layer_cluster_models_export_to_onnx(tmp_path, name):
+    """The graph search becomes tensor operations while exporting; ONNX Runtime must agree with
+    PyTorch (whose graph comes from the compiled kernel) at another number of points."""
+    from fastreco.deploy.onnx import export_graph_module
+
+    torch.manual_seed(0)
+    model = build_model(name, (N_LC_FEATURES,), 4, hidden=8, blocks=2, k=4).eval()
+    path = export_graph_module(model, N_LC_FEATURES, tmp_path / f"{name}.onnx")  # verifies
+    assert path.stat().st_size > 0

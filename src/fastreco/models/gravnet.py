@@ -261,16 +261,41 @@ class EdgeConvModel(_CondensationNet):
         super().__init__(in_shape, n_outputs, EdgeConvLayer, hidden, blocks, cluster_dims, k=k)
 
 
+class _LayerClusterGraph:
+    """The graph of the layer-cluster models: fixed by the inputs
+    (:func:`~fastreco.data.layer_clusters.layer_cluster_graph`: the ``k`` nearest layer
+    clusters within ``window`` layers and ``radius`` on the front face, in the features' 10 cm
+    unit), searched once per forward by a compiled kernel and shared by every block."""
+
+    k: int
+    graph_settings: dict[str, float]
+
+    @staticmethod
+    def _check_input(name: str, in_shape: tuple[int, ...]) -> None:
+        from fastreco.data.layer_clusters import N_LC_FEATURES
+
+        if tuple(in_shape) != (N_LC_FEATURES,):
+            raise InputError(
+                f"{name} takes the {N_LC_FEATURES} layer-cluster features "
+                "(data.input: layer_clusters)",
+                field="model.name",
+                value=list(in_shape),
+            )
+
+    def neighbours(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        from fastreco.data.layer_clusters import layer_cluster_graph
+
+        return layer_cluster_graph(x, batch, self.k, **self.graph_settings)
+
+
 @MODELS.register("layer_gravnet")
-class LayerClusterGravNetModel(GravNetModel):
+class LayerClusterGravNetModel(_LayerClusterGraph, GravNetModel):
     """GravNet blocks with object-condensation heads on 2D layer clusters
     (:mod:`fastreco.data.layer_clusters`), TICL's input instead of single hits.
 
-    The candidates of each point are fixed by the inputs
-    (:func:`~fastreco.data.layer_clusters.layer_cluster_graph`: the ``k`` nearest layer
-    clusters within ``window`` layers and ``radius`` on the front face); each block weighs them
-    by their distance in its own learned space, as GravNet does. One compiled neighbour search
-    per event replaces a k-d tree search per block, which dominates GravNet's time on CPUs.
+    Each block weighs the fixed candidates of :class:`_LayerClusterGraph` by their distance in
+    its own learned space, as GravNet does; one compiled neighbour search per event replaces a
+    k-d tree search per block, which dominates GravNet's time on CPUs.
 
     Shapes:
         - **input:** ``x`` :math:`(N, 9)` layer-cluster features, ``batch`` :math:`(N,)`
@@ -291,22 +316,33 @@ class LayerClusterGravNetModel(GravNetModel):
         radius: float = 0.5,
         layer_scale: float = 0.1,
     ) -> None:
-        from fastreco.data.layer_clusters import N_LC_FEATURES
-
-        if tuple(in_shape) != (N_LC_FEATURES,):
-            raise InputError(
-                f"layer_gravnet takes the {N_LC_FEATURES} layer-cluster features "
-                "(data.input: layer_clusters)",
-                field="model.name",
-                value=list(in_shape),
-            )
+        self._check_input("layer_gravnet", in_shape)
         super().__init__(
             in_shape, n_outputs, hidden, blocks, k, space_dims, cluster_dims, prop_dims
         )
         self.k = k
         self.graph_settings = {"window": window, "radius": radius, "layer_scale": layer_scale}
 
-    def neighbours(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        from fastreco.data.layer_clusters import layer_cluster_graph
 
-        return layer_cluster_graph(x, batch, self.k, **self.graph_settings)
+@MODELS.register("layer_edgeconv")
+class LayerClusterEdgeConvModel(_LayerClusterGraph, EdgeConvModel):
+    """EdgeConv blocks (DGCNN's edge function, Wang et al.) on the fixed layer-cluster graph of
+    :class:`_LayerClusterGraph` (a static EdgeConv: the graph is not rebuilt in feature space),
+    with object-condensation heads; inputs and outputs as :class:`LayerClusterGravNetModel`."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        n_outputs: int,
+        hidden: int = 32,
+        blocks: int = 3,
+        k: int = 8,
+        cluster_dims: int = 3,
+        window: int = 2,
+        radius: float = 0.5,
+        layer_scale: float = 0.1,
+    ) -> None:
+        self._check_input("layer_edgeconv", in_shape)
+        super().__init__(in_shape, n_outputs, hidden, blocks, k, cluster_dims)
+        self.k = k
+        self.graph_settings = {"window": window, "radius": radius, "layer_scale": layer_scale}
