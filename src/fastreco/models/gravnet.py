@@ -282,6 +282,9 @@ class _LayerClusterGraph:
                 value=list(in_shape),
             )
 
+    def _set_graph(self, k: int, window: int, radius: float, layer_scale: float) -> None:
+        self._set_graph(k, window, radius, layer_scale)
+
     def neighbours(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         from fastreco.data.layer_clusters import layer_cluster_graph
 
@@ -320,8 +323,7 @@ class LayerClusterGravNetModel(_LayerClusterGraph, GravNetModel):
         super().__init__(
             in_shape, n_outputs, hidden, blocks, k, space_dims, cluster_dims, prop_dims
         )
-        self.k = k
-        self.graph_settings = {"window": window, "radius": radius, "layer_scale": layer_scale}
+        self._set_graph(k, window, radius, layer_scale)
 
 
 @MODELS.register("layer_edgeconv")
@@ -344,5 +346,4 @@ class LayerClusterEdgeConvModel(_LayerClusterGraph, EdgeConvModel):
     ) -> None:
         self._check_input("layer_edgeconv", in_shape)
         super().__init__(in_shape, n_outputs, hidden, blocks, k, cluster_dims)
-        self.k = k
-        self.graph_settings = {"window": window, "radius": radius, "layer_scale": layer_scale}
+        self._set_graph(k, window, radius, layer_scale)
