@@ -283,7 +283,8 @@ class _LayerClusterGraph:
             )
 
     def _set_graph(self, k: int, window: int, radius: float, layer_scale: float) -> None:
-        self._set_graph(k, window, radius, layer_scale)
+        self.k = k
+        self.graph_settings = {"window": window, "radius": radius, "layer_scale": layer_scale}
 
     def neighbours(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         from fastreco.data.layer_clusters import layer_cluster_graph
