@@ -31,13 +31,17 @@ SHAPES = {
 #: EdgeConv export through ``export_graph_module`` (tested below), the DRN does not (its
 #: graph pooling matches nodes with a data-dependent loop).
 GRAPH_MODELS = {"gravnet", "edgeconv", "hgcal-drn"}
+#: Graph models of CLUE's layer clusters: exported with their graph search inside, checked
+#: against ONNX Runtime in tests/test_layer_clusters.py.
+LAYER_CLUSTER_MODELS = {"layer_gravnet", "layer_edgeconv"}
 #: LArTPC pixel-ID models: per-pixel outputs and dynamic image sizes, their export and ONNX
 #: Runtime parity are tested in tests/test_lartpc_models.py.
 LARTPC_MODELS = {"lartpc-patch-cnn", "lartpc-unet", "lartpc-sparse-unet"}  # sparse: PyTorch only
 
 
 def test_every_registered_model_is_tested():
-    assert set(MODELS.names()) <= set(SHAPES) | GRAPH_MODELS | LARTPC_MODELS
+    tested = set(SHAPES) | GRAPH_MODELS | LARTPC_MODELS | LAYER_CLUSTER_MODELS
+    assert set(MODELS.names()) <= tested
 
 
 @pytest.mark.parametrize(
