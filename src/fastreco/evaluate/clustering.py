@@ -188,6 +188,7 @@ def network_labels(
 
     if len(event) == 0:
         return np.zeros(0, np.int64), np.zeros(0)
+    # the share that makes a point's truth (0.5) only labels the points; nothing reads it here
     points = INPUTS.resolve(network_input, field="data.input").prepare(event, 0.5)
     if len(points.points) == 0:
         return np.full(len(event), -1, np.int64), np.zeros(0)
@@ -351,7 +352,8 @@ def evaluate_clustering(
 
     report = Report(
         f"fastreco clustering: {task.name}",
-        subtitle=f"CLUE vs {task.model.name} + object condensation, {n_events} events per point",
+        subtitle=f"CLUE vs {task.model.name} + object condensation on "
+        f"{task.data.input.replace('_', ' ')}, {n_events} events per point",
     )
     report.add_section("Summary")
     report.add_text(

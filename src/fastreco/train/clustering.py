@@ -1,9 +1,11 @@
 """Training of graph networks that cluster HGCAL hits by object condensation.
 
 A clustering task (``kind: clustering`` in its YAML, e.g. ``configs/hgcal_clustering.yaml``)
-names an HGCAL simulation (simulated on first use into ``data/<name>``), a graph model of the
-MODELS registry (``gravnet``, ``edgeconv``), the training settings shared with the ECAL tasks
-and the condensation settings. ``fastreco train`` writes the same run folder as for the ECAL
+names an HGCAL simulation (simulated on first use into ``data/<name>``), what the network's
+points are (``data.input``: ``hits`` or CLUE's 2D ``layer_clusters``,
+:mod:`fastreco.data.clustering_inputs`), a graph model of the MODELS registry (``gravnet``,
+``edgeconv`` on hits; ``layer_gravnet``, ``layer_edgeconv`` on layer clusters), the training
+settings shared with the ECAL tasks and the condensation settings. ``fastreco train`` writes the same run folder as for the ECAL
 tasks (``config.yaml``, ``run.json``, ``checkpoints/{best,last}.ckpt``, ``tb/``) and resumes a
 killed run with ``--resume``.
 """
@@ -15,7 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -32,6 +34,9 @@ from fastreco.models.condensation import condensation_loss, property_loss
 from fastreco.models.registry import build_model
 from fastreco.sim.hgcal import HgcalSimConfig
 from fastreco.train.module import adamw_cosine, check_finite
+
+if TYPE_CHECKING:
+    from fastreco.data.clustering_inputs import ClusteringInput
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ class HgcalDataConfig:
         INPUTS.resolve(self.input, field="data.input")
 
     @property
-    def network_input(self) -> Any:
+    def network_input(self) -> ClusteringInput:
         """The :class:`~fastreco.data.clustering_inputs.ClusteringInput` of ``input``."""
         from fastreco.data.clustering_inputs import INPUTS
 
