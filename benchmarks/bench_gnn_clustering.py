@@ -18,6 +18,9 @@ simulated over the WHOLE endcap (no region of interest) and clustered by
   includes the 2D clustering. ``--lc-run`` names a trained run of it;
 * LayerEdgeConv: EdgeConv blocks on the same fixed graph (``layer_edgeconv``), untrained.
 
+The figure (``--plot``, by default the ``--json`` path with ``.png``) shows time per event
+against hits per event with each fitted power law.
+
 Columns: hits per event, ms per event, GNN / CLUE time ratio, peak extra resident memory of a
 call [MB] (``ru_maxrss`` growth, measured in a fresh subprocess per algorithm and pileup so one
 call's peak cannot hide another's). The last rows fit ``time ~ hits^p`` per algorithm (p = 1:
@@ -38,6 +41,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -128,6 +132,9 @@ def main() -> None:
         "--algorithms", nargs="+", default=["CLUE", *NETWORKS], choices=["CLUE", *NETWORKS]
     )
     parser.add_argument("--json")
+    parser.add_argument(
+        "--plot", help="PNG of time per event against hits (default: beside --json)"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -158,12 +165,47 @@ def main() -> None:
                     "peak MB": m["peak_mb"],
                 }
             )
+    exponents = {}
     for name, points in fits.items():
         hits, ms = np.array(points).T
         if len(hits) >= 2:
-            p = float(np.polyfit(np.log(hits), np.log(ms), 1)[0])
+            exponents[name] = np.polyfit(np.log(hits), np.log(ms), 1)
+            p = float(exponents[name][0])
             rows.append({"pileup": "fit", "algorithm": name, "scaling exponent p": p})
     report(f"HGCAL clustering, CLUE vs GNN ({args.threads} thread(s))", rows, args.json)
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot:
+        _plot(fits, exponents, args.threads, plot)
+
+
+def _plot(fits: dict, exponents: dict, threads: int, path: str) -> None:
+    """Time per event against hits per event, log-log, with each fitted power law."""
+    from fastreco.evaluate.plots import add_label, new_figure, plot_style
+
+    with plot_style():
+        fig, axes = new_figure()
+        ax = axes[0, 0]
+        for name, points in fits.items():
+            hits, ms = np.array(points).T
+            line = ax.plot(hits, ms, "o", label=name)[0]
+            if name in exponents:
+                slope, offset = exponents[name]
+                grid = np.geomspace(hits.min(), hits.max(), 50)
+                ax.plot(
+                    grid,
+                    np.exp(offset) * grid**slope,
+                    "-",
+                    color=line.get_color(),
+                    label=f"  fit: p = {slope:.2f}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("hits per event (whole endcap, PU 0-200)")
+        ax.set_ylabel(f"ms per event ({threads} thread{'s' if threads > 1 else ''})")
+        ax.legend(fontsize="small")
+        add_label(ax, "HGCAL clustering")
+    fig.savefig(path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
