@@ -66,9 +66,7 @@ class HgcalDataConfig:
     input: str = "hits"
 
     def __post_init__(self) -> None:
-        from fastreco.data.clustering_inputs import INPUTS
-
-        INPUTS.resolve(self.input, field="data.input")
+        self.network_input  # noqa: B018 - resolving it validates the name
 
     @property
     def network_input(self) -> ClusteringInput:
@@ -165,6 +163,7 @@ def load_events(
 
     store = EventStore(store_dir)
     keep = np.flatnonzero(split_mask(np.arange(store.n_events), split, task.data.split))
+    prepare = task.data.network_input.prepare
     events: list[PointCloudEvent] = []
     for start in range(0, store.n_events, 100):
         stop = min(start + 100, store.n_events)
@@ -178,7 +177,6 @@ def load_events(
             roi_radius=task.data.roi_radius,
             source=str(store_dir),
         )
-        prepare = task.data.network_input.prepare
         events += [prepare(pcs[i], task.data.min_fraction).points for i in chosen]
     return events
 
